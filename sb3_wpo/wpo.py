@@ -1,0 +1,346 @@
+"""Wasserstein Policy Optimization as a Stable-Baselines3 off-policy algorithm."""
+
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs
+from stable_baselines3.common.utils import get_parameters_by_name, polyak_update
+
+from sb3_wpo.losses import MIN_LOG_ALPHA, SQUASHING_TYPES, wpo_loss
+from sb3_wpo.policies import Actor, CnnPolicy, Critic, MlpPolicy, MultiInputPolicy, WPOPolicy
+
+SelfWPO = TypeVar("SelfWPO", bound="WPO")
+
+TARGET_AGGREGATIONS = ("mean", "max")
+
+
+class WPO(OffPolicyAlgorithm):
+    """
+    Wasserstein Policy Optimization (Pfau et al., ICML 2025, https://arxiv.org/abs/2505.00663).
+
+    The policy follows the action-gradient of the critic: for ``num_samples`` actions drawn from the policy at
+    each replay state, the actor minimizes −Σ ∇a log π(a|s) · ∇a Q(s, a), with a diagonal natural gradient
+    (variance rescaling) and decoupled KL penalties on the mean and the std against a target policy.
+    The loss is ``sb3_wpo.losses.wpo_loss``, equal to the reference (Acme) loss to float64 precision.
+
+    Defaults follow the reference's runnable example (N=20 samples, ε_mean=0.01, ε_std=1e-6, α_mean≈0.69,
+    α_std≈1e4 fixed, expected-SARSA target, one critic, gradient-norm clip 40) with SB3's usual replay
+    settings. Where they depart from it, it is to learn in SB3-sized budgets: see ``hyperparams/wpo.yml``.
+
+    :param policy: the policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param env: the environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: learning rate of the actor and critic optimizers, constant or a schedule of the
+        remaining progress (1 to 0)
+    :param buffer_size: size of the replay buffer
+    :param learning_starts: how many steps to collect transitions for before learning starts
+    :param batch_size: number of replay states per gradient step (B)
+    :param tau: target network update coefficient: 1 is a hard copy (the reference), < 1 a Polyak average
+    :param gamma: the discount factor
+    :param train_freq: update the model every ``train_freq`` steps, or a tuple like ``(5, "step")``
+    :param gradient_steps: gradient steps after each rollout (-1: as many as environment steps)
+    :param action_noise: extra exploration noise (rarely useful: the policy is stochastic)
+    :param replay_buffer_class: replay buffer class (e.g. ``HerReplayBuffer``); None selects one
+    :param replay_buffer_kwargs: keyword arguments of the replay buffer
+    :param optimize_memory_usage: memory-efficient replay buffer variant
+    :param n_steps: n-step returns (the reference uses 5) through SB3's ``NStepReplayBuffer``
+    :param num_samples: actions sampled from the policy per replay state (N), for the policy loss and for
+        the critic's target value
+    :param epsilon_mean: KL bound of the mean part of the policy update
+    :param epsilon_std: KL bound of the std part of the policy update
+    :param init_log_alpha_mean: initial log-dual of the mean KL (α = softplus(log α) + 1e-8)
+    :param init_log_alpha_std: initial log-dual of the std KL; the reference's 10000 makes the std move slowly
+    :param dual_learning_rate: Adam learning rate of the duals; 0 keeps α fixed (a soft KL penalty, the
+        reference's choice); > 0 adapts α so the measured KL tracks ε (a hard constraint)
+    :param per_dim_constraining: constrain the KL of each action dimension separately, or their sum
+    :param squashing: transform of ∇a Q in the policy loss: "identity" or "cube_root"
+    :param natural_gradient: variance rescaling of the policy gradient (the paper finds it necessary)
+    :param target_aggregation: how V(s') aggregates the target critic over ``num_samples`` target-policy
+        actions: "mean" (expected SARSA, the reference) or "max" (the paper's Control Suite runs)
+    :param target_update_interval: update the target networks every this many gradient steps
+    :param max_grad_norm: gradient-norm clip of the actor and of the critic
+    :param stats_window_size: window size for the rollout logging
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: arguments of the policy (``net_arch``, ``layer_norm``, ``init_std``, ``n_critics``, ...)
+    :param verbose: verbosity level: 0 no output, 1 info, 2 debug
+    :param seed: seed for the pseudo random generators
+    :param device: device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    policy: WPOPolicy
+    actor: Actor
+    actor_target: Actor
+    critic: Critic
+    critic_target: Critic
+
+    def __init__(
+        self,
+        policy: str | type[WPOPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Callable = 3e-4,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 1000,
+        batch_size: int = 256,
+        tau: float = 1.0,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 1,
+        gradient_steps: int = 1,
+        action_noise: ActionNoise | None = None,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        n_steps: int = 1,
+        num_samples: int = 20,
+        epsilon_mean: float = 0.01,
+        epsilon_std: float = 1e-6,
+        init_log_alpha_mean: float = 0.0,
+        init_log_alpha_std: float = 10_000.0,
+        dual_learning_rate: float = 0.0,
+        per_dim_constraining: bool = True,
+        squashing: Literal["identity", "cube_root"] = "identity",
+        natural_gradient: bool = True,
+        target_aggregation: Literal["mean", "max"] = "mean",
+        target_update_interval: int = 100,
+        max_grad_norm: float = 40.0,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size,
+            learning_starts,
+            batch_size,
+            tau,
+            gamma,
+            train_freq,
+            gradient_steps,
+            action_noise=action_noise,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
+            n_steps=n_steps,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            sde_support=False,
+            supported_action_spaces=(spaces.Box,),
+            support_multi_env=True,
+        )
+        self.num_samples = num_samples
+        self.epsilon_mean = epsilon_mean
+        self.epsilon_std = epsilon_std
+        self.init_log_alpha_mean = init_log_alpha_mean
+        self.init_log_alpha_std = init_log_alpha_std
+        self.dual_learning_rate = dual_learning_rate
+        self.per_dim_constraining = per_dim_constraining
+        self.squashing = squashing
+        self.natural_gradient = natural_gradient
+        self.target_aggregation = target_aggregation
+        self.target_update_interval = target_update_interval
+        self.max_grad_norm = max_grad_norm
+        self.dual_optimizer: th.optim.Optimizer | None = None
+        self._validate_arguments()
+        if _init_setup_model:
+            self._setup_model()
+
+    def _validate_arguments(self) -> None:
+        def check(condition: bool, name: str, allowed: str) -> None:
+            if not condition:
+                raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+
+        check(isinstance(self.num_samples, int) and self.num_samples >= 1, "num_samples", "an integer >= 1")
+        check(self.epsilon_mean > 0, "epsilon_mean", "> 0")
+        check(self.epsilon_std > 0, "epsilon_std", "> 0")
+        check(self.dual_learning_rate >= 0, "dual_learning_rate", ">= 0 (0 keeps the duals fixed)")
+        check(self.squashing in SQUASHING_TYPES, "squashing", f"one of {SQUASHING_TYPES}")
+        check(self.target_aggregation in TARGET_AGGREGATIONS, "target_aggregation", f"one of {TARGET_AGGREGATIONS}")
+        check(isinstance(self.target_update_interval, int) and self.target_update_interval >= 1,
+              "target_update_interval", "an integer >= 1")  # fmt: skip
+        check(self.max_grad_norm > 0, "max_grad_norm", "> 0")
+        check(0.0 < self.tau <= 1.0, "tau", "in (0, 1]")
+        check(0.0 <= self.gamma <= 1.0, "gamma", "in [0, 1]")
+        check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "an integer >= 1")
+        check(isinstance(self.n_steps, int) and self.n_steps >= 1, "n_steps", "an integer >= 1")
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self._create_aliases()
+        self.batch_norm_stats = get_parameters_by_name(self.critic, ["running_"]) + get_parameters_by_name(
+            self.actor, ["running_"]
+        )
+        self.batch_norm_stats_target = get_parameters_by_name(self.critic_target, ["running_"]) + get_parameters_by_name(
+            self.actor_target, ["running_"]
+        )
+        n_duals = int(np.prod(self.action_space.shape)) if self.per_dim_constraining else 1  # type: ignore[arg-type]
+        learn_duals = self.dual_learning_rate > 0
+        self.log_alpha_mean = th.full((n_duals,), float(self.init_log_alpha_mean), device=self.device)
+        self.log_alpha_std = th.full((n_duals,), float(self.init_log_alpha_std), device=self.device)
+        if learn_duals:
+            self.log_alpha_mean.requires_grad_(True)
+            self.log_alpha_std.requires_grad_(True)
+            self.dual_optimizer = th.optim.Adam([self.log_alpha_mean, self.log_alpha_std], lr=self.dual_learning_rate)
+
+    def _create_aliases(self) -> None:
+        self.actor = self.policy.actor
+        self.actor_target = self.policy.actor_target
+        self.critic = self.policy.critic
+        self.critic_target = self.policy.critic_target
+
+    def _sample_actions(self, mean: th.Tensor, std: th.Tensor) -> th.Tensor:
+        """``num_samples`` actions per state, [N, B, D], drawn without reparameterization."""
+        noise = th.randn((self.num_samples, *mean.shape), device=mean.device, dtype=mean.dtype)
+        return (mean + std * noise).detach()
+
+    def _critic_target(self, next_obs: PyTorchObs, rewards: th.Tensor, dones: th.Tensor, discounts: Any) -> th.Tensor:
+        """r + γⁿ·V̄(s'), V̄ aggregating the target critic (min over critics) over N target-policy actions."""
+        with th.no_grad():
+            next_actions = self._sample_actions(*self.actor_target.distribution_params(next_obs)).clamp(-1.0, 1.0)
+            next_q = self.critic_target(next_obs, next_actions).min(dim=-1).values  # [N, B]
+            next_v = next_q.mean(dim=0) if self.target_aggregation == "mean" else next_q.max(dim=0).values
+            return rewards + (1 - dones) * discounts * next_v.unsqueeze(-1)  # [B, 1]
+
+    def _action_gradients(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """∇a Q and Q of the online critic (mean over critics) at actions [N, B, D], clipped to the bounds."""
+        actions = actions.detach().requires_grad_(True)
+        with th.enable_grad():
+            q_values = self.critic(obs, actions.clamp(-1.0, 1.0)).mean(dim=-1)  # [N, B]
+            (q_grads,) = th.autograd.grad(q_values.sum(), actions)
+        return q_grads, q_values.detach()
+
+    def train(self, gradient_steps: int, batch_size: int = 256) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate([self.actor.optimizer, self.critic.optimizer])
+        step_stats: list[th.Tensor] = []  # gathered on the device, read back once per call
+
+        for _ in range(gradient_steps):
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+            obs = replay_data.observations
+
+            # Critic: regress Q(s, a) on r + γⁿ·V̄(s').
+            target_q = self._critic_target(replay_data.next_observations, replay_data.rewards, replay_data.dones, discounts)
+            current_q = self.critic(obs, replay_data.actions)  # [B, n_critics]
+            critic_loss = 0.5 * ((current_q - target_q) ** 2).mean(dim=0).sum()
+
+            # Actor: the Wasserstein policy gradient, with ∇a Q from the online critic at N sampled actions.
+            mean, std = self.actor.distribution_params(obs)
+            with th.no_grad():
+                target_mean, target_std = self.actor_target.distribution_params(obs)
+            actions = self._sample_actions(mean, std)
+            q_grads, q_values = self._action_gradients(obs, actions)
+            actor_loss, stats = wpo_loss(
+                mean,
+                std,
+                target_mean,
+                target_std,
+                actions,
+                q_grads,
+                self.log_alpha_mean,
+                self.log_alpha_std,
+                epsilon_mean=self.epsilon_mean,
+                epsilon_std=self.epsilon_std,
+                per_dim_constraining=self.per_dim_constraining,
+                squashing=self.squashing,
+                natural_gradient=self.natural_gradient,
+            )
+
+            self.critic.optimizer.zero_grad()
+            critic_loss.backward()
+            th.nn.utils.clip_grad_norm_(self.critic.parameters(), self.max_grad_norm)
+            self.critic.optimizer.step()
+
+            self.actor.optimizer.zero_grad()
+            if self.dual_optimizer is not None:
+                self.dual_optimizer.zero_grad()
+            actor_loss.backward()
+            th.nn.utils.clip_grad_norm_(self.actor.parameters(), self.max_grad_norm)
+            self.actor.optimizer.step()
+            if self.dual_optimizer is not None:
+                self.dual_optimizer.step()
+                with th.no_grad():
+                    self.log_alpha_mean.clamp_(min=MIN_LOG_ALPHA)
+                    self.log_alpha_std.clamp_(min=MIN_LOG_ALPHA)
+
+            self._n_updates += 1
+            if self._n_updates % self.target_update_interval == 0:
+                self._update_targets()
+
+            step_stats.append(
+                th.stack(
+                    [
+                        actor_loss.detach(),
+                        critic_loss.detach(),
+                        stats["kl_mean"],
+                        stats["kl_std"],
+                        stats["alpha_mean"],
+                        stats["alpha_std"],
+                        stats["pi_std_min"],
+                        stats["pi_std_max"],
+                        q_values.mean(),
+                        q_grads.norm(dim=-1).mean(),
+                    ]
+                )
+            )
+
+        if not step_stats:
+            return
+        names = ["actor_loss", "critic_loss", "kl_mean", "kl_std", "alpha_mean", "alpha_std"]
+        names += ["pi_std_min", "pi_std_max", "q_mean", "dq_da_norm"]
+        means = th.stack(step_stats).mean(dim=0).cpu().numpy()
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        for name, value in zip(names, means, strict=True):
+            self.logger.record(f"train/{name}", float(value))
+
+    def _update_targets(self) -> None:
+        polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+        polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.tau)
+        polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+
+    def learn(
+        self: SelfWPO,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "WPO",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfWPO:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "actor", "actor_target", "critic", "critic_target"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts = ["policy", "actor.optimizer", "critic.optimizer"]
+        if self.dual_optimizer is not None:
+            state_dicts.append("dual_optimizer")
+        return state_dicts, ["log_alpha_mean", "log_alpha_std"]
