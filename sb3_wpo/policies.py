@@ -21,7 +21,25 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_wpo.validation import Rule, boolean, check_all, check_net_arch, instance_of, integer, optional, real, subclass_of
+
 SOFTPLUS_ZERO = math.log(2.0)  # softplus(0)
+
+# Types and ranges of the policy arguments (``policy_kwargs``), checked when the networks are built.
+POLICY_RULES: dict[str, Rule] = {
+    "net_arch": check_net_arch,
+    "activation_fn": subclass_of(nn.Module, "a torch.nn.Module subclass (e.g. nn.ReLU)"),
+    "layer_norm": boolean(),
+    "init_std": real(0.0, low_open=True),
+    "min_std": real(0.0),
+    "features_extractor_class": subclass_of(BaseFeaturesExtractor),
+    "features_extractor_kwargs": optional(instance_of(dict, "a dict or None")),
+    "normalize_images": boolean(),
+    "optimizer_class": subclass_of(th.optim.Optimizer, "a torch.optim.Optimizer subclass (e.g. th.optim.Adam)"),
+    "optimizer_kwargs": optional(instance_of(dict, "a dict or None")),
+    "n_critics": integer(1),
+    "share_features_extractor": boolean(),
+}
 
 
 def make_mlp(input_dim: int, net_arch: list[int], activation_fn: type[nn.Module], layer_norm: bool) -> nn.Sequential:
@@ -62,6 +80,7 @@ class Actor(BasePolicy):
         min_std: float = 1e-6,
         normalize_images: bool = True,
     ):
+        check_all(POLICY_RULES, dict(net_arch=net_arch, init_std=init_std, min_std=min_std, layer_norm=layer_norm))
         super().__init__(
             observation_space,
             action_space,
@@ -138,6 +157,7 @@ class Critic(BaseModel):
         n_critics: int = 1,
         share_features_extractor: bool = False,
     ):
+        check_all(POLICY_RULES, dict(net_arch=net_arch, n_critics=n_critics, layer_norm=layer_norm))
         super().__init__(
             observation_space,
             action_space,
@@ -199,6 +219,21 @@ class WPOPolicy(BasePolicy):
         n_critics: int = 1,
         share_features_extractor: bool = False,
     ):
+        arguments = dict(
+            net_arch=net_arch,
+            activation_fn=activation_fn,
+            layer_norm=layer_norm,
+            init_std=init_std,
+            min_std=min_std,
+            features_extractor_class=features_extractor_class,
+            features_extractor_kwargs=features_extractor_kwargs,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            n_critics=n_critics,
+            share_features_extractor=share_features_extractor,
+        )
+        check_all(POLICY_RULES, arguments)
         super().__init__(
             observation_space,
             action_space,

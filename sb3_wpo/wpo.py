@@ -1,6 +1,10 @@
 """Wasserstein Policy Optimization as a Stable-Baselines3 off-policy algorithm."""
 
-from collections.abc import Callable
+import io
+import math
+import os
+import pathlib
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
@@ -10,15 +14,89 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, TrainFrequencyUnit
 from stable_baselines3.common.utils import get_parameters_by_name, polyak_update
 
 from sb3_wpo.losses import MIN_LOG_ALPHA, SQUASHING_TYPES, wpo_loss
 from sb3_wpo.policies import Actor, CnnPolicy, Critic, MlpPolicy, MultiInputPolicy, WPOPolicy
+from sb3_wpo.safety import (
+    FINITE_CHECKS,
+    DivergenceError,
+    LoadError,
+    StateSnapshot,
+    all_finite,
+    atomic_write,
+    describe_file,
+    describe_non_finite,
+    divergence_hint,
+    existing_path,
+    resolve_save_path,
+)
+from sb3_wpo.validation import (
+    Rule,
+    UnsupportedError,
+    a_callable,
+    accepted_keywords,
+    boolean,
+    check_all,
+    check_before_setup,
+    either,
+    instance_of,
+    integer,
+    one_of,
+    optional,
+    real,
+    subclass_of,
+)
 
 SelfWPO = TypeVar("SelfWPO", bound="WPO")
 
 TARGET_AGGREGATIONS = ("mean", "max")
+
+
+def _check_train_freq(name: str, value: Any) -> None:
+    allowed = 'an integer >= 1 or a tuple (integer >= 1, "step" or "episode")'
+    frequency, unit = value if isinstance(value, tuple) and len(value) == 2 else (value, "step")
+    if isinstance(value, tuple) and len(value) != 2:
+        raise TypeError(f"{name} must be {allowed}, got {value!r}")
+    integer(1)(name, frequency)
+    if not isinstance(unit, TrainFrequencyUnit) and unit not in ("step", "episode"):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+# Types and ranges of WPO's arguments, checked at construction (``WPO._validate_arguments``).
+ARGUMENT_RULES: dict[str, Rule] = {
+    "learning_rate": either(real(0.0, low_open=True), a_callable(), allowed="a number > 0 or a schedule (callable)"),
+    "buffer_size": integer(1),
+    "learning_starts": integer(0),
+    "batch_size": integer(1),
+    "tau": real(0.0, 1.0, low_open=True),
+    "gamma": real(0.0, 1.0),
+    "train_freq": _check_train_freq,
+    "gradient_steps": integer(-1),
+    "action_noise": optional(instance_of(ActionNoise, "an ActionNoise or None")),
+    "replay_buffer_class": optional(subclass_of(ReplayBuffer)),
+    "replay_buffer_kwargs": optional(instance_of(dict, "a dict or None")),
+    "optimize_memory_usage": boolean(),
+    "n_steps": integer(1),
+    "num_samples": integer(1),
+    "epsilon_mean": real(0.0, low_open=True),
+    "epsilon_std": real(0.0, low_open=True),
+    "init_log_alpha_mean": real(),
+    "init_log_alpha_std": real(),
+    "dual_learning_rate": real(0.0),
+    "per_dim_constraining": boolean(),
+    "squashing": one_of(SQUASHING_TYPES),
+    "natural_gradient": boolean(),
+    "target_aggregation": one_of(TARGET_AGGREGATIONS),
+    "target_update_interval": integer(1),
+    "max_grad_norm": real(0.0, low_open=True, allow_inf=True),
+    "check_finite": boolean(),
+    "stats_window_size": integer(1),
+    "tensorboard_log": optional(instance_of((str, os.PathLike), "a path (str) or None")),
+    "policy_kwargs": optional(instance_of(dict, "a dict or None")),
+    "seed": optional(integer(0, 2**32 - 1)),
+}
 
 
 class WPO(OffPolicyAlgorithm):
@@ -65,6 +143,9 @@ class WPO(OffPolicyAlgorithm):
         actions: "mean" (expected SARSA, the reference) or "max" (the paper's Control Suite runs)
     :param target_update_interval: update the target networks every this many gradient steps
     :param max_grad_norm: gradient-norm clip of the actor and of the critic
+    :param check_finite: detect NaN/inf in the replay batch, Q-values, losses, gradients and parameters at every
+        update (read back once per ``train()`` call), roll the model back to its last good state and raise
+        ``sb3_wpo.DivergenceError``; also refuses to save a model with non-finite parameters
     :param stats_window_size: window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: arguments of the policy (``net_arch``, ``layer_norm``, ``init_std``, ``n_critics``, ...)
@@ -114,6 +195,7 @@ class WPO(OffPolicyAlgorithm):
         target_aggregation: Literal["mean", "max"] = "mean",
         target_update_interval: int = 100,
         max_grad_norm: float = 40.0,
+        check_finite: bool = True,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -122,6 +204,8 @@ class WPO(OffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
+        # Policy, device and spaces are checked before SB3 uses them (it would assert, or fail at the first step).
+        env = check_before_setup(self.policy_aliases, WPOPolicy, MultiInputPolicy, policy, env, device, verbose)
         super().__init__(
             policy,
             env,
@@ -160,29 +244,51 @@ class WPO(OffPolicyAlgorithm):
         self.target_aggregation = target_aggregation
         self.target_update_interval = target_update_interval
         self.max_grad_norm = max_grad_norm
+        self.check_finite = check_finite
         self.dual_optimizer: th.optim.Optimizer | None = None
         self._validate_arguments()
         if _init_setup_model:
             self._setup_model()
 
     def _validate_arguments(self) -> None:
-        def check(condition: bool, name: str, allowed: str) -> None:
-            if not condition:
-                raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+        """Types and ranges of the arguments (``ARGUMENT_RULES``), then the combinations SB3 would reject later."""
+        values = {name: getattr(self, name) for name in ARGUMENT_RULES if hasattr(self, name)}
+        values["stats_window_size"] = self._stats_window_size
+        check_all(ARGUMENT_RULES, values)
 
-        check(isinstance(self.num_samples, int) and self.num_samples >= 1, "num_samples", "an integer >= 1")
-        check(self.epsilon_mean > 0, "epsilon_mean", "> 0")
-        check(self.epsilon_std > 0, "epsilon_std", "> 0")
-        check(self.dual_learning_rate >= 0, "dual_learning_rate", ">= 0 (0 keeps the duals fixed)")
-        check(self.squashing in SQUASHING_TYPES, "squashing", f"one of {SQUASHING_TYPES}")
-        check(self.target_aggregation in TARGET_AGGREGATIONS, "target_aggregation", f"one of {TARGET_AGGREGATIONS}")
-        check(isinstance(self.target_update_interval, int) and self.target_update_interval >= 1,
-              "target_update_interval", "an integer >= 1")  # fmt: skip
-        check(self.max_grad_norm > 0, "max_grad_norm", "> 0")
-        check(0.0 < self.tau <= 1.0, "tau", "in (0, 1]")
-        check(0.0 <= self.gamma <= 1.0, "gamma", "in [0, 1]")
-        check(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "an integer >= 1")
-        check(isinstance(self.n_steps, int) and self.n_steps >= 1, "n_steps", "an integer >= 1")
+        dict_observations = isinstance(getattr(self, "observation_space", None), spaces.Dict)
+        default_buffer = self.replay_buffer_class is None
+        if self.n_steps > 1 and dict_observations and default_buffer:
+            raise UnsupportedError(
+                f"n_steps must be 1 with Dict observation spaces (SB3 has no n-step Dict buffer), got {self.n_steps}"
+            )
+        if self.optimize_memory_usage:
+            if dict_observations:
+                raise UnsupportedError(
+                    "optimize_memory_usage=True is not supported with Dict observation spaces (DictReplayBuffer)"
+                )
+            if self.n_steps > 1 and default_buffer:
+                raise ValueError(f"optimize_memory_usage=True is not supported with n_steps > 1, got n_steps={self.n_steps}")
+            if self.replay_buffer_class in (None, ReplayBuffer) and self.replay_buffer_kwargs.get(
+                "handle_timeout_termination", True
+            ):
+                raise ValueError(
+                    "optimize_memory_usage=True needs replay_buffer_kwargs=dict(handle_timeout_termination=False): "
+                    "SB3's ReplayBuffer cannot do both"
+                )
+        unit = self.train_freq[1] if isinstance(self.train_freq, tuple) else "step"
+        if unit in ("episode", TrainFrequencyUnit.EPISODE) and getattr(self, "n_envs", 1) > 1:
+            raise ValueError(
+                f"train_freq in episodes needs a single environment, got {self.train_freq} with {self.n_envs} envs"
+            )
+
+        allowed = accepted_keywords(self.policy_class, exclude=("observation_space", "action_space", "lr_schedule"))
+        unknown = sorted(set(self.policy_kwargs) - allowed) if allowed is not None else []
+        if unknown:
+            raise ValueError(
+                f"policy_kwargs has an unknown key {unknown[0]!r} for {self.policy_class.__name__}; "
+                f"the allowed keys are {sorted(allowed)}"  # type: ignore[arg-type]
+            )
 
     def _setup_model(self) -> None:
         super()._setup_model()
@@ -201,6 +307,14 @@ class WPO(OffPolicyAlgorithm):
             self.log_alpha_mean.requires_grad_(True)
             self.log_alpha_std.requires_grad_(True)
             self.dual_optimizer = th.optim.Adam([self.log_alpha_mean, self.log_alpha_std], lr=self.dual_learning_rate)
+        self._snapshot = StateSnapshot(self._training_state)
+
+    def _training_state(self) -> tuple[list[th.nn.Module], list[th.optim.Optimizer], list[th.Tensor]]:
+        """What a divergence rollback restores: networks (with targets), optimizers and duals."""
+        optimizers = [self.actor.optimizer, self.critic.optimizer]
+        if self.dual_optimizer is not None:
+            optimizers.append(self.dual_optimizer)
+        return [self.policy], optimizers, [self.log_alpha_mean, self.log_alpha_std]
 
     def _create_aliases(self) -> None:
         self.actor = self.policy.actor
@@ -233,6 +347,9 @@ class WPO(OffPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate([self.actor.optimizer, self.critic.optimizer])
         step_stats: list[th.Tensor] = []  # gathered on the device, read back once per call
+        step_checks: list[th.Tensor] = []  # finiteness flags of each step, read back with the stats
+        if self.check_finite:
+            self._snapshot.take()  # the state the last check found finite
 
         for _ in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
@@ -268,14 +385,14 @@ class WPO(OffPolicyAlgorithm):
 
             self.critic.optimizer.zero_grad()
             critic_loss.backward()
-            th.nn.utils.clip_grad_norm_(self.critic.parameters(), self.max_grad_norm)
+            critic_grad_norm = th.nn.utils.clip_grad_norm_(self.critic.parameters(), self.max_grad_norm)
             self.critic.optimizer.step()
 
             self.actor.optimizer.zero_grad()
             if self.dual_optimizer is not None:
                 self.dual_optimizer.zero_grad()
             actor_loss.backward()
-            th.nn.utils.clip_grad_norm_(self.actor.parameters(), self.max_grad_norm)
+            actor_grad_norm = th.nn.utils.clip_grad_norm_(self.actor.parameters(), self.max_grad_norm)
             self.actor.optimizer.step()
             if self.dual_optimizer is not None:
                 self.dual_optimizer.step()
@@ -303,15 +420,57 @@ class WPO(OffPolicyAlgorithm):
                     ]
                 )
             )
+            if self.check_finite:
+                data_finite = [all_finite(obs), all_finite(replay_data.next_observations), all_finite(replay_data.rewards)]
+                values = [target_q.mean(), current_q.detach().mean(), mean.detach().mean(), critic_grad_norm, actor_grad_norm]
+                step_checks.append(th.cat([th.stack(data_finite), th.isfinite(th.cat([step_stats[-1], th.stack(values)]))]))
 
         if not step_stats:
             return
         names = ["actor_loss", "critic_loss", "kl_mean", "kl_std", "alpha_mean", "alpha_std"]
         names += ["pi_std_min", "pi_std_max", "q_mean", "dq_da_norm"]
-        means = th.stack(step_stats).mean(dim=0).cpu().numpy()
+        means = self._read_back(th.stack(step_stats).mean(dim=0), step_checks, names)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         for name, value in zip(names, means, strict=True):
             self.logger.record(f"train/{name}", float(value))
+
+    def _read_back(self, means: th.Tensor, step_checks: list[th.Tensor], stat_names: list[str]) -> np.ndarray:
+        """The mean stats of a train() call as NumPy, read back with the finiteness flags in one device transfer.
+
+        If a flag is down, the training state is rolled back to the snapshot taken at the start of the call and a
+        ``DivergenceError`` names the first update and the quantities that went non-finite."""
+        if not self.check_finite:
+            return means.cpu().numpy()
+        with th.no_grad():
+            parameters = [*self.policy.parameters(), self.log_alpha_mean, self.log_alpha_std]
+            parameters_finite = th.isfinite(th.nn.utils.get_total_norm(parameters, norm_type=math.inf)).reshape(1)
+            flags = th.stack(step_checks)  # [steps, checks]
+            packed = th.cat([means, flags.flatten().to(means.dtype), parameters_finite.to(means.dtype)]).cpu().numpy()
+        n_steps, n_checks = flags.shape
+        flags_np = packed[means.numel() : -1].reshape(n_steps, n_checks) > 0.5
+        if flags_np.all() and packed[-1] > 0.5:
+            return packed[: means.numel()]
+
+        check_names = ["observations", "next_observations", "rewards", *stat_names]
+        check_names += ["target_q", "current_q", "pi_mean", "critic_grad_norm", "actor_grad_norm"]
+        restored_update = self._n_updates - n_steps
+        bad_steps = np.flatnonzero(~flags_np.all(axis=1))
+        if bad_steps.size:
+            update = restored_update + 1 + int(bad_steps[0])
+            bad = {check_names[i] for i in np.flatnonzero(~flags_np[bad_steps[0]])}
+            quantities = [name for name in FINITE_CHECKS if name in bad]
+        else:
+            update, quantities = self._n_updates, ["parameters"]
+        self._snapshot.restore()
+        self._n_updates = restored_update
+        raise DivergenceError(
+            f"WPO diverged: non-finite {describe_non_finite(quantities) or 'parameters'} at update {update} "
+            f"(timestep {self.num_timesteps}). The policy, critics, optimizers and duals were rolled back to their "
+            f"state after update {restored_update}, the last one checked finite. {divergence_hint(quantities)}",
+            quantities=quantities,
+            update=update,
+            restored_update=restored_update,
+        )
 
     def _update_targets(self) -> None:
         polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
@@ -327,6 +486,14 @@ class WPO(OffPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfWPO:
+        real(0.0)("total_timesteps", total_timesteps)
+        end = total_timesteps + (0 if reset_num_timesteps else self.num_timesteps)
+        if self.learning_starts > end:
+            done = "" if reset_num_timesteps else f", counting the {self.num_timesteps} timesteps already done"
+            raise ValueError(
+                f"learning_starts ({self.learning_starts}) is larger than total_timesteps ({end}{done}): "
+                "training would never start; lower learning_starts or raise total_timesteps"
+            )
         return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,
@@ -337,10 +504,92 @@ class WPO(OffPolicyAlgorithm):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "actor_target", "critic", "critic_target"]
+        return [*super()._excluded_save_params(), "actor", "actor_target", "critic", "critic_target", "_snapshot"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "actor.optimizer", "critic.optimizer"]
         if self.dual_optimizer is not None:
             state_dicts.append("dual_optimizer")
         return state_dicts, ["log_alpha_mean", "log_alpha_std"]
+
+    def _check_parameters_finite(self, path: Any) -> None:
+        if not self.check_finite or not hasattr(self, "policy"):
+            return
+        parameters = [*self.policy.parameters(), self.log_alpha_mean, self.log_alpha_std]
+        if not th.isfinite(th.nn.utils.get_total_norm(parameters, norm_type=math.inf)):
+            raise DivergenceError(
+                f"Refusing to save a model with non-finite parameters to {describe_file(path)} "
+                "(check_finite=True); the file was left as it was.",
+                quantities=["parameters"],
+            )
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """Save the model to a zip file, atomically: written to a temporary file in the same folder, synced, then
+        renamed over ``path`` (``.zip`` is appended when ``path`` has no suffix, as in SB3). A process killed during
+        the save leaves the previous file intact. With ``check_finite``, a model with non-finite parameters is not
+        saved (``DivergenceError``)."""
+        self._check_parameters_finite(path)
+        if not isinstance(path, str | os.PathLike):
+            super().save(path, exclude=exclude, include=include)
+            return
+        with atomic_write(resolve_save_path(path, "zip")) as file:
+            super().save(file, exclude=exclude, include=include)  # type: ignore[arg-type]
+
+    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        """Save the replay buffer as a pickle file, atomically (see ``save``); ``.pkl`` is appended when ``path``
+        has no suffix."""
+        if not isinstance(path, str | os.PathLike):
+            super().save_replay_buffer(path)
+            return
+        with atomic_write(resolve_save_path(path, "pkl")) as file:
+            super().save_replay_buffer(file)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfWPO],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfWPO:
+        """SB3's ``load``, with errors that name the file: ``FileNotFoundError`` when neither ``path`` nor
+        ``path.zip`` exists, ``sb3_wpo.LoadError`` (a ``ValueError``) when it is corrupt, truncated, not an SB3
+        model, or the model of another algorithm."""
+        path = existing_path(path, "zip")
+        try:
+            model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        except Exception as error:
+            raise LoadError(
+                f"Could not load a {cls.__name__} model from {describe_file(path)}: {type(error).__name__}: {error}. "
+                "The file may be corrupt or truncated, not an SB3 model, or the model of another algorithm."
+            ) from error
+        return model
+
+    def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
+        """SB3's ``load_replay_buffer``, with errors that name the file (see ``load``); the current buffer is kept
+        when loading fails, and a buffer whose spaces differ from the model's is refused."""
+        path = existing_path(path, "pkl")
+        previous = self.replay_buffer
+        try:
+            super().load_replay_buffer(path, truncate_last_traj)
+            buffer = self.replay_buffer
+            assert buffer is not None
+            if buffer.observation_space != self.observation_space or buffer.action_space != self.action_space:
+                raise ValueError(
+                    f"its spaces ({buffer.observation_space}, {buffer.action_space}) differ from the model's "
+                    f"({self.observation_space}, {self.action_space})"
+                )
+        except Exception as error:
+            self.replay_buffer = previous
+            raise LoadError(
+                f"Could not load a replay buffer from {describe_file(path)}: {type(error).__name__}: {error}. "
+                "The file may be corrupt or truncated, or not a replay buffer of this model."
+            ) from error

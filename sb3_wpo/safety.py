@@ -1,0 +1,263 @@
+"""Reliability helpers of WPO: divergence detection and rollback, atomic saves, clear load errors, checkpoint lookup."""
+
+import contextlib
+import io
+import os
+import pathlib
+import re
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch as th
+from torch import nn
+
+# What the divergence guard checks at each gradient step, in the order used to name the first culprit.
+FINITE_CHECKS: dict[str, str] = {
+    "observations": "observations of the replay batch",
+    "next_observations": "next observations of the replay batch",
+    "rewards": "rewards of the replay batch",
+    "target_q": "critic targets r + γ·V(s')",
+    "current_q": "Q-values of the replay actions",
+    "q_mean": "Q-values of the sampled actions",
+    "dq_da_norm": "action-gradients of Q",
+    "pi_mean": "policy mean",
+    "pi_std_min": "policy std",
+    "pi_std_max": "policy std (max)",
+    "alpha_mean": "dual variable alpha_mean",
+    "alpha_std": "dual variable alpha_std",
+    "kl_mean": "KL of the mean",
+    "kl_std": "KL of the std",
+    "critic_loss": "critic loss",
+    "actor_loss": "actor loss",
+    "critic_grad_norm": "critic gradient norm",
+    "actor_grad_norm": "actor gradient norm",
+}
+DATA_CHECKS = ("observations", "next_observations", "rewards")
+
+
+class DivergenceError(RuntimeError):
+    """Training produced NaN or inf. The model was rolled back to its last good state before this was raised.
+
+    :ivar quantities: names of the non-finite quantities (keys of ``FINITE_CHECKS`` or ``"parameters"``).
+    :ivar update: the gradient update (``_n_updates`` count, from 1) at which they were first seen.
+    :ivar restored_update: the update count of the restored state.
+    """
+
+    def __init__(self, message: str, quantities: Sequence[str] = (), update: int = -1, restored_update: int = -1):
+        super().__init__(message)
+        self.quantities = tuple(quantities)
+        self.update = update
+        self.restored_update = restored_update
+
+
+class LoadError(ValueError):
+    """A file could not be loaded as a WPO model or replay buffer (missing, corrupt, truncated or foreign)."""
+
+
+def all_finite(values: th.Tensor | dict[str, th.Tensor]) -> th.Tensor:
+    """A 0-dim bool tensor on the values' device, True if no element is NaN or inf; no device sync."""
+    if isinstance(values, dict):
+        return th.stack([all_finite(value) for value in values.values()]).all()
+    if not values.is_floating_point():
+        return th.ones((), dtype=th.bool, device=values.device)
+    return th.isfinite(values).all()
+
+
+def describe_non_finite(names: Sequence[str]) -> str:
+    return ", ".join(FINITE_CHECKS.get(name, name) for name in names)
+
+
+def divergence_hint(names: Sequence[str]) -> str:
+    if any(name in DATA_CHECKS for name in names):
+        return (
+            "The replay buffer holds NaN/inf data from the environment: fix the environment (wrap it in "
+            "stable_baselines3.common.vec_env.VecCheckNan to find the step) and restart from a clean buffer."
+        )
+    return (
+        "Try a lower learning_rate, a smaller max_grad_norm, scaled rewards (e.g. VecNormalize) or layer_norm=True; "
+        "training can go on from the restored model."
+    )
+
+
+def _foreach_copy(destinations: list[th.Tensor], sources: list[th.Tensor]) -> None:
+    with th.no_grad():
+        try:
+            th._foreach_copy_(destinations, sources)
+        except RuntimeError:  # e.g. tensors spread over devices in a way the fused kernel refuses
+            for destination, source in zip(destinations, sources, strict=True):
+                destination.copy_(source)
+
+
+class StateSnapshot:
+    """An in-memory copy of the training state (module parameters and buffers, optimizer states, extra tensors).
+
+    The copies live in buffers allocated once and refreshed in place (one fused copy), so taking a snapshot at
+    every ``train()`` call costs a memcpy of the state and no allocation.
+    """
+
+    def __init__(self, state: Callable[[], tuple[Sequence[nn.Module], Sequence[th.optim.Optimizer], Sequence[th.Tensor]]]):
+        self._state = state
+        self._buffers: list[th.Tensor] | None = None
+        self._signature: list[tuple] = []
+        self._optimizer_values: list[dict[int, dict[str, Any]]] = []
+
+    def _collect(self) -> tuple[list[th.Tensor], list[tuple], list[dict[int, dict[str, Any]]]]:
+        modules, optimizers, extra = self._state()
+        tensors: list[th.Tensor] = []
+        for module in modules:
+            tensors += [*module.parameters(), *module.buffers()]
+        tensors += list(extra)
+        signature: list[tuple] = [(tuple(t.shape), t.dtype, t.device) for t in tensors]
+        optimizer_values: list[dict[int, dict[str, Any]]] = []
+        for opt_index, optimizer in enumerate(optimizers):
+            values: dict[int, dict[str, Any]] = {}
+            params = [param for group in optimizer.param_groups for param in group["params"]]
+            for param_index, param in enumerate(params):
+                param_state = optimizer.state.get(param)
+                if not param_state:
+                    continue
+                values[param_index] = {}
+                for key in sorted(param_state, key=str):
+                    value = param_state[key]
+                    if isinstance(value, th.Tensor):
+                        tensors.append(value)
+                        signature.append((opt_index, param_index, key, tuple(value.shape), value.dtype, value.device))
+                    else:
+                        values[param_index][key] = value
+            optimizer_values.append(values)
+        return tensors, signature, optimizer_values
+
+    def take(self) -> None:
+        tensors, signature, optimizer_values = self._collect()
+        if self._buffers is None or signature != self._signature:
+            with th.no_grad():
+                self._buffers = [tensor.detach().clone() for tensor in tensors]
+            self._signature = signature
+        else:
+            _foreach_copy(self._buffers, tensors)
+        self._optimizer_values = optimizer_values
+
+    @property
+    def taken(self) -> bool:
+        return self._buffers is not None
+
+    def restore(self) -> None:
+        if self._buffers is None:
+            raise RuntimeError("No snapshot to restore")
+        _, optimizers, _ = self._state()
+        # Optimizer states created after the snapshot (e.g. Adam's moments at the first step) are dropped.
+        for optimizer, saved in zip(optimizers, self._optimizer_values, strict=False):
+            params = [param for group in optimizer.param_groups for param in group["params"]]
+            for param_index, param in enumerate(params):
+                if param_index not in saved:
+                    optimizer.state.pop(param, None)
+                else:
+                    optimizer.state[param].update(saved[param_index])
+        tensors, signature, _ = self._collect()
+        if signature != self._signature:
+            raise RuntimeError("The training state changed shape since the last snapshot; it cannot be restored")
+        _foreach_copy(tensors, self._buffers)
+
+    def nbytes(self) -> int:
+        return sum(buffer.numel() * buffer.element_size() for buffer in self._buffers or [])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Atomic saves and clear load errors
+
+
+def resolve_save_path(path: str | os.PathLike, suffix: str) -> pathlib.Path:
+    """The file SB3 writes for ``path``: ``suffix`` added when the path has none, ``_2`` appended to a folder."""
+    target = pathlib.Path(path)
+    if target.suffix == "":
+        target = pathlib.Path(f"{target}.{suffix}")
+    if target.is_dir():
+        warnings.warn(f"Path '{target}' is a folder. Will save instead to {target}_2")
+        target = pathlib.Path(f"{target}_2")
+    return target
+
+
+def _fsync_directory(directory: pathlib.Path) -> None:
+    with contextlib.suppress(OSError):  # not supported on every platform / file system
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(target: pathlib.Path) -> Iterator[io.BufferedWriter]:
+    """Write to a temporary file next to ``target``, fsync it, then ``os.replace`` it onto ``target``.
+
+    A process killed at any moment leaves ``target`` either as it was or complete, never half-written; at worst
+    a stray ``.<name>.*.tmp`` file stays in the folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
+    try:
+        with os.fdopen(fd, "wb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(target.parent)
+
+
+def describe_file(path: Any) -> str:
+    if isinstance(path, str | os.PathLike):
+        return f"'{os.fspath(path)}'"
+    name = getattr(path, "name", None)
+    return f"file object {name!r}" if isinstance(name, str) else f"file object {path!r}"
+
+
+def existing_path(path: Any, suffix: str) -> Any:
+    """``path`` or ``path.<suffix>`` as SB3 tries them; raises ``FileNotFoundError`` naming both when neither exists."""
+    if not isinstance(path, str | os.PathLike):
+        return path
+    candidates = [pathlib.Path(path), pathlib.Path(f"{os.fspath(path)}.{suffix}")]
+    for candidate in candidates:
+        if candidate.is_file():
+            return path
+    raise FileNotFoundError(f"No such file: '{candidates[0]}' (nor '{candidates[1]}')")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def find_latest_checkpoint(
+    save_path: str | os.PathLike, name_prefix: str = "rl_model"
+) -> tuple[pathlib.Path, pathlib.Path | None, pathlib.Path | None]:
+    """The newest checkpoint written by SB3's ``CheckpointCallback(save_path, name_prefix=...)``.
+
+    When replay buffers were saved (``save_replay_buffer=True``), the newest step that has both a model and a
+    replay buffer is chosen: a run killed between the two saves leaves a model without its buffer.
+
+    :return: ``(model, replay_buffer, vecnormalize)`` paths; the replay buffer and VecNormalize paths are None
+        when that step has none.
+    """
+    folder = pathlib.Path(save_path)
+    pattern = re.compile(rf"^{re.escape(name_prefix)}_(\d+)_steps\.zip$")
+    files = list(folder.iterdir()) if folder.is_dir() else []
+    steps = sorted((int(match.group(1)) for file in files if (match := pattern.match(file.name))), reverse=True)
+    if not steps:
+        raise FileNotFoundError(f"No checkpoint '{name_prefix}_<steps>_steps.zip' in '{folder}'")
+
+    def replay_buffer_path(step: int) -> pathlib.Path:
+        return folder / f"{name_prefix}_replay_buffer_{step}_steps.pkl"
+
+    complete = [step for step in steps if replay_buffer_path(step).is_file()]
+    step = complete[0] if complete else steps[0]
+    vecnormalize = folder / f"{name_prefix}_vecnormalize_{step}_steps.pkl"
+    return (
+        folder / f"{name_prefix}_{step}_steps.zip",
+        replay_buffer_path(step) if complete else None,
+        vecnormalize if vecnormalize.is_file() else None,
+    )

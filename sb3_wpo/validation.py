@@ -1,0 +1,279 @@
+"""Small, table-friendly argument checks with errors that name the argument, the value and what is allowed.
+
+Wrong types raise ``TypeError``, values out of range or not among the choices raise ``ValueError``. Each rule is a
+callable ``rule(name, value)``; a table ``{name: rule}`` is checked with :func:`check_all`.
+"""
+
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.base_class import maybe_make_env
+
+Rule = Callable[[str, Any], None]
+
+
+class UnsupportedError(ValueError, AssertionError):
+    """A ``ValueError`` for what SB3 itself only asserts (unsupported spaces, n-step Dict buffers): code written
+    against SB3's ``AssertionError`` keeps working."""
+
+
+def _type_error(name: str, value: Any, allowed: str) -> TypeError:
+    return TypeError(f"{name} must be {allowed}, got {value!r} of type {type(value).__name__}")
+
+
+def _value_error(name: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def is_int(value: Any) -> bool:
+    """Python or NumPy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """Python or NumPy real number, not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def integer(min_value: int | None = None, max_value: int | None = None) -> Rule:
+    """An integer in [min_value, max_value]."""
+    bounds = [f">= {min_value}" if min_value is not None else "", f"<= {max_value}" if max_value is not None else ""]
+    allowed = "an integer" + (" " + " and ".join(b for b in bounds if b) if any(bounds) else "")
+
+    def rule(name: str, value: Any) -> None:
+        if not is_int(value):
+            raise _type_error(name, value, allowed)
+        if (min_value is not None and value < min_value) or (max_value is not None and value > max_value):
+            raise _value_error(name, value, allowed)
+
+    return rule
+
+
+def real(
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_inf: bool = False,
+) -> Rule:
+    """A real number (never NaN) in the interval between ``low`` and ``high``, finite unless ``allow_inf``."""
+    if low is None and high is None:
+        allowed = "a finite number" if not allow_inf else "a number (not NaN)"
+    else:
+        left = "-inf" if low is None else f"{low:g}"
+        right = "inf" if high is None else f"{high:g}"
+        opening = "(" if low_open or low is None else "["
+        closing = ")" if high_open or high is None else "]"
+        allowed = f"a number in {opening}{left}, {right}{closing}"
+        if allow_inf and high is None:
+            allowed += " (inf allowed)"
+
+    def rule(name: str, value: Any) -> None:
+        if not is_real(value):
+            raise _type_error(name, value, allowed)
+        number = float(value)
+        if math.isnan(number) or (math.isinf(number) and not allow_inf):
+            raise _value_error(name, value, allowed)
+        if low is not None and (number < low or (low_open and number == low)):
+            raise _value_error(name, value, allowed)
+        if high is not None and (number > high or (high_open and number == high)):
+            raise _value_error(name, value, allowed)
+
+    return rule
+
+
+def boolean() -> Rule:
+    def rule(name: str, value: Any) -> None:
+        if not isinstance(value, bool):
+            raise _type_error(name, value, "a bool (True or False)")
+
+    return rule
+
+
+def one_of(choices: Iterable[Any]) -> Rule:
+    choices = tuple(choices)
+
+    def rule(name: str, value: Any) -> None:
+        if not isinstance(value, str) and all(isinstance(choice, str) for choice in choices):
+            raise _type_error(name, value, f"one of {choices}")
+        if value not in choices:
+            raise _value_error(name, value, f"one of {choices}")
+
+    return rule
+
+
+def instance_of(types: type | tuple[type, ...], allowed: str) -> Rule:
+    def rule(name: str, value: Any) -> None:
+        if not isinstance(value, types):
+            raise _type_error(name, value, allowed)
+
+    return rule
+
+
+def subclass_of(base: type, allowed: str | None = None) -> Rule:
+    allowed = allowed or f"a subclass of {base.__module__}.{base.__qualname__}"
+
+    def rule(name: str, value: Any) -> None:
+        if not (isinstance(value, type) and issubclass(value, base)):
+            raise _type_error(name, value, allowed)
+
+    return rule
+
+
+def a_callable() -> Rule:
+    def rule(name: str, value: Any) -> None:
+        if not callable(value):
+            raise _type_error(name, value, "a callable")
+
+    return rule
+
+
+def optional(inner: Rule) -> Rule:
+    """``None`` or a value accepted by ``inner``."""
+
+    def rule(name: str, value: Any) -> None:
+        if value is not None:
+            inner(name, value)
+
+    return rule
+
+
+def either(*rules: Rule, allowed: str) -> Rule:
+    """A value accepted by at least one of ``rules``; the error is that of the first rule if all refuse."""
+
+    def rule(name: str, value: Any) -> None:
+        errors: list[Exception] = []
+        for inner in rules:
+            try:
+                inner(name, value)
+                return
+            except (TypeError, ValueError) as error:
+                errors.append(error)
+        if all(isinstance(error, TypeError) for error in errors):
+            raise _type_error(name, value, allowed)
+        raise _value_error(name, value, allowed)
+
+    return rule
+
+
+def check_all(rules: Mapping[str, Rule], values: Mapping[str, Any], prefix: str = "") -> None:
+    """Check ``values[name]`` with ``rules[name]`` for each name present in both."""
+    for name, rule in rules.items():
+        if name in values:
+            rule(f"{prefix}{name}", values[name])
+
+
+def check_net_arch(name: str, net_arch: Any) -> None:
+    """``None``, a list of positive layer sizes, or a dict with the keys ``pi`` and ``qf`` mapping to such lists."""
+    allowed = "a list of positive integers (layer sizes) or a dict(pi=[...], qf=[...]) of such lists"
+
+    def check_layers(layers_name: str, layers: Any) -> None:
+        if not isinstance(layers, list):
+            raise _type_error(layers_name, layers, allowed)
+        for layer in layers:
+            if not is_int(layer):
+                raise _type_error(layers_name, layers, allowed)
+            if layer < 1:
+                raise _value_error(layers_name, layers, allowed)
+
+    if net_arch is None:
+        return
+    if isinstance(net_arch, dict):
+        if set(net_arch) != {"pi", "qf"}:
+            raise _value_error(name, net_arch, f"{allowed} (a dict needs exactly the keys 'pi' and 'qf')")
+        for key, layers in net_arch.items():
+            check_layers(f"{name}[{key!r}]", layers)
+        return
+    check_layers(name, net_arch)
+
+
+def accepted_keywords(cls: type, exclude: Iterable[str] = ()) -> set[str] | None:
+    """Keyword arguments of ``cls.__init__``, following ``**kwargs`` up the MRO; None if any are accepted."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters.values()  # type: ignore[misc]
+        names |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return names - {"self", *exclude}
+    return None
+
+
+# Observation spaces SB3's preprocessing handles (a Dict may hold any of them, not another Dict or a Tuple).
+SUPPORTED_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    """WPO's Gaussian policy needs a Box action space with a float dtype and finite, non-empty bounds."""
+    if not isinstance(action_space, spaces.Box):
+        raise UnsupportedError(
+            f"action_space must be a gymnasium.spaces.Box (continuous actions): WPO's Gaussian policy cannot produce "
+            f"{type(action_space).__name__} actions, got {action_space}"
+        )
+    if not np.issubdtype(action_space.dtype, np.floating):
+        raise UnsupportedError(
+            f"action_space must have a floating-point dtype, got {action_space} with dtype {action_space.dtype}"
+        )
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise UnsupportedError(
+            "action_space must have finite bounds (actions are scaled to [-1, 1] between low and high), "
+            f"got low={action_space.low}, high={action_space.high}"
+        )
+    if not np.all(action_space.high > action_space.low):
+        raise UnsupportedError(
+            f"action_space must have high > low in every dimension, got low={action_space.low}, high={action_space.high}"
+        )
+    allowed = "a Box, Discrete, MultiDiscrete, MultiBinary, or a Dict of those"
+    subspaces = observation_space.spaces.values() if isinstance(observation_space, spaces.Dict) else [observation_space]
+    for subspace in subspaces:
+        if not isinstance(subspace, SUPPORTED_OBSERVATION_SPACES):
+            raise UnsupportedError(f"observation_space must be {allowed}, got {observation_space}")
+
+
+def check_before_setup(
+    policy_aliases: Mapping[str, type],
+    base_policy: type,
+    multi_input_policy: type,
+    policy: Any,
+    env: Any,
+    device: Any,
+    verbose: Any,
+) -> Any:
+    """Checks of an algorithm's policy, device, verbosity and environment spaces, before SB3's constructor.
+
+    :return: the environment, made from its id when ``env`` is a string (as SB3 would make it).
+    """
+    integer(0)("verbose", verbose)
+    if isinstance(policy, str):
+        if policy not in policy_aliases:
+            raise ValueError(
+                f"policy must be one of {tuple(policy_aliases)} or a {base_policy.__name__} subclass, got {policy!r}"
+            )
+        policy_class = policy_aliases[policy]
+    elif isinstance(policy, type) and issubclass(policy, base_policy):
+        policy_class = policy
+    else:
+        raise TypeError(f"policy must be one of {tuple(policy_aliases)} or a {base_policy.__name__} subclass, got {policy!r}")
+    if not isinstance(device, str | th.device):
+        raise TypeError(f"device must be a str or a torch.device, got {device!r} of type {type(device).__name__}")
+    if isinstance(device, str) and device != "auto":
+        try:
+            th.device(device)
+        except (RuntimeError, ValueError) as error:
+            raise ValueError(
+                f"device must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or another torch device, got {device!r}"
+            ) from error
+    if isinstance(env, str):
+        env = maybe_make_env(env, verbose)
+    if env is not None:
+        check_spaces(env.observation_space, env.action_space)
+        if issubclass(policy_class, multi_input_policy) and not isinstance(env.observation_space, spaces.Dict):
+            raise ValueError(f"policy {policy_class.__name__} needs a Dict observation_space, got {env.observation_space}")
+    return env
