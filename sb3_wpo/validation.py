@@ -172,25 +172,19 @@ def check_all(rules: Mapping[str, Rule], values: Mapping[str, Any], prefix: str 
 def check_net_arch(name: str, net_arch: Any) -> None:
     """``None``, a list of positive layer sizes, or a dict with the keys ``pi`` and ``qf`` mapping to such lists."""
     allowed = "a list of positive integers (layer sizes) or a dict(pi=[...], qf=[...]) of such lists"
-
-    def check_layers(layers_name: str, layers: Any) -> None:
-        if not isinstance(layers, list):
-            raise _type_error(layers_name, layers, allowed)
-        for layer in layers:
-            if not is_int(layer):
-                raise _type_error(layers_name, layers, allowed)
-            if layer < 1:
-                raise _value_error(layers_name, layers, allowed)
-
     if net_arch is None:
         return
     if isinstance(net_arch, dict):
         if set(net_arch) != {"pi", "qf"}:
             raise _value_error(name, net_arch, f"{allowed} (a dict needs exactly the keys 'pi' and 'qf')")
-        for key, layers in net_arch.items():
-            check_layers(f"{name}[{key!r}]", layers)
-        return
-    check_layers(name, net_arch)
+        layer_lists = list(net_arch.values())
+    else:
+        layer_lists = [net_arch]
+    for layers in layer_lists:
+        if not isinstance(layers, list) or not all(is_int(layer) for layer in layers):
+            raise _type_error(name, net_arch, allowed)
+        if any(layer < 1 for layer in layers):
+            raise _value_error(name, net_arch, allowed)
 
 
 def accepted_keywords(cls: type, exclude: Iterable[str] = ()) -> set[str] | None:
