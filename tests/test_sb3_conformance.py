@@ -649,7 +649,6 @@ def test_logged_values(tmp_path: Path) -> None:
 
 
 def test_tensorboard_log_name(tmp_path: Path) -> None:
-    pytest.importorskip("tensorboard", reason="tensorboard is in the tests extra")
     model = make_model(tensorboard_log=str(tmp_path), learning_starts=20)
     model.learn(40)
     model.learn(40)
