@@ -24,6 +24,7 @@ from stable_baselines3.common.envs import (
     SimpleMultiObsEnv,
 )
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.torch_layers import CombinedExtractor, NatureCNN
 from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
@@ -58,6 +59,7 @@ class AsymmetricBoxEnv(gym.Env):
         self.ep_length = ep_length
         self.current_step = 0
         self.state = np.zeros(4, dtype=np.float32)
+        self.received_actions: list[np.ndarray] = []
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
@@ -68,6 +70,7 @@ class AsymmetricBoxEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         target = self.action_space.low + (self.state[:2] + 1) / 2 * (self.action_space.high - self.action_space.low)
         reward = -float(np.linalg.norm(action - target))
+        self.received_actions.append(np.array(action))
         self.current_step += 1
         self.state = self.np_random.uniform(-1, 1, size=4).astype(np.float32)
         return self.state, reward, False, self.current_step >= self.ep_length, {}
@@ -153,16 +156,44 @@ def test_save_load_predictions_and_continue_training(tmp_path: Path) -> None:
     np.testing.assert_array_equal(no_env.predict(observations, deterministic=True)[0], expected_actions)
 
 
-@pytest.mark.parametrize("dual_learning_rate", [0.0, 1e-2])
-def test_save_load_keeps_full_training_state(tmp_path: Path, dual_learning_rate: float) -> None:
+def image_env() -> gym.Env:
+    return FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=False)
+
+
+def reseed(model: WPO, seed: int) -> None:
+    """``set_random_seed``, plus the observation spaces that FakeImageEnv samples its observations from."""
+    model.set_random_seed(seed)
+    for env in model.get_env().unwrapped.envs:  # type: ignore[union-attr]
+        env.unwrapped.observation_space.seed(seed)
+
+
+IMAGE_SETUP = dict(learning_starts=30, batch_size=16, buffer_size=200)
+FULL_STATE_SETUPS = {
+    "fixed_duals": (ENV_ID, dict(dual_learning_rate=0.0), (150, 100)),
+    "learned_duals": (ENV_ID, dict(dual_learning_rate=1e-2), (150, 100)),
+    "cnn_shared_extractor_2_critics": (
+        image_env,
+        dict(policy="CnnPolicy", dual_learning_rate=1e-2, **IMAGE_SETUP,
+             policy_kwargs=dict(share_features_extractor=True, n_critics=2, features_extractor_kwargs=dict(features_dim=32))),
+        (60, 40),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("setup", FULL_STATE_SETUPS)
+def test_save_load_keeps_full_training_state(tmp_path: Path, setup: str) -> None:
     """Optimizers, targets, duals (and the dual optimizer) and the replay buffer survive a save/load: continuing
     from the loaded model with the same seed gives exactly the same parameters as continuing the original."""
-    model = make_model(env=make_vec_env(ENV_ID, n_envs=1, seed=0), seed=0, dual_learning_rate=dual_learning_rate,
-                       target_update_interval=7)  # fmt: skip
-    model.learn(150)
+    env_id, kwargs, (steps, more_steps) = FULL_STATE_SETUPS[setup]
+    dual_learning_rate = kwargs["dual_learning_rate"]
+    learning_starts = kwargs.get("learning_starts", FAST["learning_starts"])
+    model = make_model(env=make_vec_env(env_id, n_envs=1, seed=0), seed=0, target_update_interval=7, **kwargs)
+    reseed(model, 0)
+    model.learn(steps)
     assert (model.dual_optimizer is not None) == (dual_learning_rate > 0)
     state = full_training_state(model)
-    # Targets lag behind the online networks (100 updates, last target update at 98), so they are really saved.
+    # Targets lag behind the online networks (last target update 2 steps ago), so they are really saved.
+    assert model._n_updates == steps - learning_starts and model._n_updates % 7 == 2
     assert not params_equal(model.actor, model.actor_target)
     assert not params_equal(model.critic, model.critic_target)
     if dual_learning_rate > 0:
@@ -170,12 +201,12 @@ def test_save_load_keeps_full_training_state(tmp_path: Path, dual_learning_rate:
 
     model.save(tmp_path / "wpo.zip")
     model.save_replay_buffer(tmp_path / "replay_buffer.pkl")
-    loaded = WPO.load(tmp_path / "wpo.zip", env=make_vec_env(ENV_ID, n_envs=1, seed=0))
+    loaded = WPO.load(tmp_path / "wpo.zip", env=make_vec_env(env_id, n_envs=1, seed=0))
     loaded.load_replay_buffer(tmp_path / "replay_buffer.pkl")
 
     assert_nested_equal(full_training_state(loaded), state)
     assert loaded.replay_buffer is not None and model.replay_buffer is not None
-    assert loaded.replay_buffer.pos == model.replay_buffer.pos == 150
+    assert loaded.replay_buffer.pos == model.replay_buffer.pos == steps
     np.testing.assert_array_equal(loaded.replay_buffer.observations, model.replay_buffer.observations)
     np.testing.assert_array_equal(loaded.replay_buffer.actions, model.replay_buffer.actions)
     if dual_learning_rate > 0:
@@ -187,9 +218,9 @@ def test_save_load_keeps_full_training_state(tmp_path: Path, dual_learning_rate:
         assert loaded.dual_optimizer is None
 
     for continued in (model, loaded):
-        continued.set_random_seed(1)
-        continued.learn(100)
-    assert loaded._n_updates == model._n_updates == 150
+        reseed(continued, 1)
+        continued.learn(more_steps)
+    assert loaded._n_updates == model._n_updates == steps + more_steps - 2 * learning_starts
     assert_nested_equal(full_training_state(loaded), full_training_state(model))
     # ... and training did move everything it should.
     assert any(not th.equal(v, state["policy"][k]) for k, v in loaded.policy.state_dict().items() if "target" in k)
@@ -319,11 +350,33 @@ def test_predict_bounds_and_deterministic_clipped_mean() -> None:
     deterministic, _ = model.predict(observations, deterministic=True)
     np.testing.assert_array_equal(deterministic, np.tile(np.array([3.0, -2.0], dtype=np.float32), (256, 1)))
 
-    # Training on the asymmetric box keeps the stored (normalized) actions in [-1, 1].
+    # While learning, the env gets actions in its own box (the wide policy reaches both bounds) and the buffer
+    # stores them normalized to [-1, 1].
+    with th.no_grad():
+        model.actor.mu.bias.zero_()
     model.learn(120)
+    received = np.stack(env.received_actions[FAST["learning_starts"] :])
+    assert np.all(received >= low) and np.all(received <= high)
+    assert np.all(np.any(received == low, axis=0)) and np.all(np.any(received == high, axis=0))
     assert model.replay_buffer is not None
-    stored = model.replay_buffer.actions[: model.replay_buffer.pos]
-    assert np.all(stored >= -1.0) and np.all(stored <= 1.0)
+    stored = model.replay_buffer.actions[: model.replay_buffer.pos, 0]
+    np.testing.assert_allclose(stored, 2.0 * (np.stack(env.received_actions) - low) / (high - low) - 1.0, atol=1e-6)
+
+
+def test_action_noise_stays_in_bounds() -> None:
+    env = AsymmetricBoxEnv()
+    model = make_model(env=env, action_noise=NormalActionNoise(np.zeros(2), 5.0 * np.ones(2)), seed=0)
+    model.learn(100)
+    received = np.stack(env.received_actions)
+    assert np.all(received >= env.action_space.low) and np.all(received <= env.action_space.high)
+    assert model._n_updates == 50
+
+
+def test_optimize_memory_usage() -> None:
+    model = make_model(optimize_memory_usage=True, replay_buffer_kwargs=dict(handle_timeout_termination=False), seed=0)
+    assert model.replay_buffer is not None and model.replay_buffer.optimize_memory_usage
+    model.learn(100)
+    assert model._n_updates == 50
 
 
 # ---------------------------------------------------------------------------------------------------------------------
