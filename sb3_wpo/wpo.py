@@ -473,7 +473,14 @@ class WPO(OffPolicyAlgorithm):
         )
 
     def _update_targets(self) -> None:
-        polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+        # A features extractor shared by actor and critic is updated once, with the actor (else its τ would be 2τ−τ²).
+        def own_parameters(critic: Critic) -> list[th.nn.Parameter]:
+            shared = critic.share_features_extractor
+            return [
+                param for name, param in critic.named_parameters() if not (shared and name.startswith("features_extractor."))
+            ]
+
+        polyak_update(own_parameters(self.critic), own_parameters(self.critic_target), self.tau)
         polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.tau)
         polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
 

@@ -25,7 +25,8 @@ from stable_baselines3.common.envs import (
 )
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.noise import NormalActionNoise
-from stable_baselines3.common.torch_layers import CombinedExtractor, NatureCNN
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, NatureCNN
 from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
@@ -734,9 +735,22 @@ def test_hard_target_update(interval: int) -> None:
         assert params_equal(model.critic, model.critic_target) == synced, step
 
 
-def test_polyak_target_update() -> None:
+class LinearExtractor(BaseFeaturesExtractor):
+    """A features extractor with parameters, to see what happens to them (FlattenExtractor has none)."""
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 8):
+        super().__init__(observation_space, features_dim)
+        self.linear = nn.Linear(get_flattened_obs_dim(observation_space), features_dim)
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return th.tanh(self.linear(observations))
+
+
+@pytest.mark.parametrize("share_features_extractor", [False, True])
+def test_polyak_target_update(share_features_extractor: bool) -> None:
     tau, interval = 0.1, 2
-    model = filled_model(tau=tau, target_update_interval=interval)
+    policy_kwargs = dict(features_extractor_class=LinearExtractor, share_features_extractor=share_features_extractor)
+    model = filled_model(tau=tau, target_update_interval=interval, policy_kwargs=policy_kwargs)
     pairs = [(model.actor, model.actor_target), (model.critic, model.critic_target)]
     targets_before = [snapshot(target) for _, target in pairs]
 
@@ -744,8 +758,10 @@ def test_polyak_target_update() -> None:
     for (_, target), before in zip(pairs, targets_before, strict=True):
         assert all(th.equal(p, q) for p, q in zip(target.parameters(), before, strict=True))
 
-    model.train(gradient_steps=1, batch_size=32)  # update 2: target ← (1 − τ)·target + τ·online
+    model.train(gradient_steps=1, batch_size=32)  # update 2: target ← (1 − τ)·target + τ·online, once per parameter
     for (online, target), before in zip(pairs, targets_before, strict=True):
+        assert isinstance(online.features_extractor, LinearExtractor)
+        assert any(p.data_ptr() == online.features_extractor.linear.weight.data_ptr() for p in online.parameters())
         for online_param, target_param, old in zip(online.parameters(), target.parameters(), before, strict=True):
             th.testing.assert_close(target_param, (1 - tau) * old + tau * online_param)
         assert not params_equal(online, target)
