@@ -2,11 +2,15 @@
 
 import contextlib
 import io
+import json
 import os
 import pathlib
+import pickle
 import re
 import uuid
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -226,6 +230,31 @@ def existing_path(path: Any, suffix: str) -> Any:
         if candidate.is_file():
             return path
     raise FileNotFoundError(f"No such file: '{candidates[0]}' (nor '{candidates[1]}')")
+
+
+# Errors of reading a file that is not (or no longer) what it should be: truncated, corrupt, foreign.
+FILE_ERRORS: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    pickle.UnpicklingError,
+    json.JSONDecodeError,
+    UnicodeDecodeError,
+    KeyError,
+    AssertionError,
+    AttributeError,
+    ModuleNotFoundError,
+    RuntimeError,
+    OSError,
+)
+
+
+def load_error_hint(error: BaseException) -> str:
+    if isinstance(error, FILE_ERRORS) or "zip-file" in str(error):
+        return ". The file is corrupt or truncated, or not what was expected (an SB3 model zip / a replay buffer pickle)."
+    if isinstance(error, TypeError) and "policy must be" in str(error):
+        return ". It is the model of another algorithm."
+    return ""
 
 
 # ---------------------------------------------------------------------------------------------------------------

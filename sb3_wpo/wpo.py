@@ -30,6 +30,7 @@ from sb3_wpo.safety import (
     describe_non_finite,
     divergence_hint,
     existing_path,
+    load_error_hint,
     resolve_save_path,
 )
 from sb3_wpo.validation import (
@@ -575,8 +576,8 @@ class WPO(OffPolicyAlgorithm):
             model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
         except Exception as error:
             raise LoadError(
-                f"Could not load a {cls.__name__} model from {describe_file(path)}: {type(error).__name__}: {error}. "
-                "The file may be corrupt or truncated, not an SB3 model, or the model of another algorithm."
+                f"Could not load a {cls.__name__} model from {describe_file(path)}: {type(error).__name__}: {error}"
+                f"{load_error_hint(error)}"
             ) from error
         return model
 
@@ -597,6 +598,6 @@ class WPO(OffPolicyAlgorithm):
         except Exception as error:
             self.replay_buffer = previous
             raise LoadError(
-                f"Could not load a replay buffer from {describe_file(path)}: {type(error).__name__}: {error}. "
-                "The file may be corrupt or truncated, or not a replay buffer of this model."
+                f"Could not load a replay buffer from {describe_file(path)}: {type(error).__name__}: {error}"
+                f"{load_error_hint(error)}"
             ) from error
