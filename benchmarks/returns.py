@@ -1,0 +1,210 @@
+"""Returns of WPO against SAC, TD3 and TQC with rl-zoo3's tuned hyperparameters (WPO: hyperparams/wpo.yml).
+
+Each run trains one algorithm on one seed, evaluates the deterministic policy every ``--eval-freq`` steps on a
+separate environment (``--n-eval-episodes`` episodes) and appends its record to ``runs.jsonl`` as soon as it
+finishes: the script resumes where it stopped and skips the runs already recorded. Then it writes one CSV per
+run (the curve), ``summary.json``, ``summary.md`` and a learning-curve plot per environment.
+
+    python benchmarks/returns.py --envs Pendulum-v1 --algos wpo sac --seeds 0-9 --steps 20000
+    python benchmarks/returns.py --quick            # smoke test: 2 seeds, 2,000 steps, separate output folder
+    python benchmarks/returns.py --report-only      # only redo the summary and plots from runs.jsonl
+"""
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+import numpy as np
+
+ALGOS = ("wpo", "sac", "td3", "tqc")
+COLORS = {"wpo": "tab:red", "sac": "tab:blue", "td3": "tab:green", "tqc": "tab:purple"}
+
+
+def parse_seeds(text: list[str]) -> list[int]:
+    seeds: list[int] = []
+    for item in text:
+        for part in item.split(","):
+            if "-" in part:
+                low, high = part.split("-")
+                seeds += list(range(int(low), int(high) + 1))
+            elif part:
+                seeds.append(int(part))
+    return seeds
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", default=["Pendulum-v1"])
+    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
+    parser.add_argument("--seeds", nargs="+", default=["0-9"], help="e.g. 0-9 or 0,1,2")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: 20,000 on Pendulum, else zoo)")
+    parser.add_argument("--eval-freq", type=int, default=2000)
+    parser.add_argument("--n-eval-episodes", type=int, default=10)
+    parser.add_argument("--processes", type=int, default=2, help="parallel runs (at most 2)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: seeds 0,1, 2,000 steps, results/returns_quick")
+    parser.add_argument("--report-only", action="store_true", help="no training; redo summary and plots")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/returns)")
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.steps, args.eval_freq, args.n_eval_episodes = ["0,1"], 2000, 500, 2
+    args.out = args.out or common.RESULTS / ("returns_quick" if args.quick else "returns")
+    return args
+
+
+def run_key(record: dict[str, Any]) -> tuple:
+    return record["algo"], record["env_id"], int(record["seed"]), int(record["steps"])
+
+
+def make_specs(args: argparse.Namespace, done: set[tuple]) -> list[dict[str, Any]]:
+    specs = []
+    for env_id in args.envs:
+        for seed in parse_seeds(args.seeds):
+            for algo in args.algos:  # interleaved: whatever finishes first is balanced across algorithms
+                hyperparams = common.raw_hyperparams(algo, env_id)
+                steps = args.steps or (20_000 if env_id == "Pendulum-v1" else int(float(hyperparams["n_timesteps"])))
+                spec = dict(
+                    name=f"{algo}_{env_id}_s{seed}",
+                    algo=algo,
+                    env_id=env_id,
+                    seed=seed,
+                    steps=steps,
+                    hyperparams=hyperparams,
+                    eval_freq=args.eval_freq,
+                    n_eval_episodes=args.n_eval_episodes,
+                )
+                if run_key(spec) not in done:
+                    specs.append(spec)
+    return specs
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per (env, algo, steps): final return mean ± std, success rate, steps- and wall-clock-to-threshold."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((record["env_id"], record["algo"], int(record["steps"])), []).append(record)
+    summary = []
+    for (env_id, algo, steps), runs in sorted(groups.items()):
+        runs = sorted(runs, key=lambda r: r["seed"])
+        threshold = common.SUCCESS_THRESHOLDS.get(env_id, float("inf"))
+        finals = np.array([r["final_return"] for r in runs], dtype=float)
+        ok = np.nan_to_num(finals, nan=-np.inf) >= threshold
+        to_step = [common.first_crossing(r["curve"], threshold, "timesteps") for r in runs]
+        to_wall = [common.first_crossing(r["curve"], threshold, "train_wall_s") for r in runs]
+        to_cpu = [common.first_crossing(r["curve"], threshold, "train_cpu_s") for r in runs]
+        reached = [x for x in to_step if x is not None]
+        summary.append(
+            {
+                "env_id": env_id,
+                "algo": algo,
+                "steps": steps,
+                "seeds": [r["seed"] for r in runs],
+                "n_seeds": len(runs),
+                "final_returns": [round(float(x), 1) for x in finals],
+                "final_mean": float(np.nanmean(finals)),
+                "final_std": float(np.nanstd(finals)),
+                "final_ci95": common.bootstrap_ci(finals[np.isfinite(finals)]),
+                "threshold": threshold,
+                "n_success": int(ok.sum()),
+                "success_rate": float(ok.mean()),
+                "n_reached_threshold": len(reached),
+                "steps_to_threshold_median": float(np.median(reached)) if reached else None,
+                "wall_s_to_threshold_median": float(np.median([x for x in to_wall if x is not None])) if reached else None,
+                "cpu_s_to_threshold_median": float(np.median([x for x in to_cpu if x is not None])) if reached else None,
+                "train_wall_s_median": float(np.median([r["curve"][-1]["train_wall_s"] for r in runs if r["curve"]])),
+                "errors": [r["error"] for r in runs if r.get("error")],
+            }
+        )
+    return {"groups": summary}
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    lines = [
+        "| env | algo | steps | seeds | final return mean ± std | success (≥ threshold) | median steps to threshold "
+        "| median train wall-clock to threshold (s) | median train CPU to threshold (s) | median train wall-clock (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g in summary["groups"]:
+        lines.append(
+            f"| {g['env_id']} | {g['algo'].upper()} | {g['steps']:,} | {g['n_seeds']} | {g['final_mean']:.1f} ± "
+            f"{g['final_std']:.1f} | {g['n_success']}/{g['n_seeds']} (≥ {g['threshold']:g}) | "
+            f"{fmt(g['steps_to_threshold_median'])} ({g['n_reached_threshold']}/{g['n_seeds']} reached) | "
+            f"{fmt(g['wall_s_to_threshold_median'], 1)} | {fmt(g['cpu_s_to_threshold_median'], 1)} | "
+            f"{fmt(g['train_wall_s_median'], 1)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(records: list[dict[str, Any]], out: Path, meta: dict[str, Any]) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for env_id in sorted({r["env_id"] for r in records}):
+        fig, ax = plt.subplots(figsize=(8, 5.2))
+        for algo in ALGOS:
+            runs = [r for r in records if r["env_id"] == env_id and r["algo"] == algo and r["curve"]]
+            if not runs:
+                continue
+            length = min(len(r["curve"]) for r in runs)
+            steps = np.array([p["timesteps"] for p in runs[0]["curve"][:length]])
+            values = np.array([[p["eval_mean"] for p in r["curve"][:length]] for r in runs])
+            intervals = np.array([common.bootstrap_ci(values[:, i]) for i in range(length)])
+            ax.plot(steps, values.mean(axis=0), color=COLORS[algo], label=f"{algo.upper()} ({len(runs)} seeds)")
+            ax.fill_between(steps, intervals[:, 0], intervals[:, 1], color=COLORS[algo], alpha=0.2)
+        if env_id in common.SUCCESS_THRESHOLDS:
+            ax.axhline(common.SUCCESS_THRESHOLDS[env_id], color="0.5", ls=":", lw=1, label="success threshold")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(f"deterministic eval return ({records[0].get('n_eval_episodes', 10)} episodes)")
+        ax.set_title(f"{env_id}: mean and 95% bootstrap interval over seeds")
+        ax.legend(loc="lower right")
+        ax.grid(alpha=0.3)
+        fig.subplots_adjust(bottom=0.14)
+        path = out / f"curves_{env_id}.png"
+        common.save_figure(fig, path, meta)
+        paths.append(path)
+    return paths
+
+
+def report(out: Path, meta: dict[str, Any]) -> None:
+    records = common.read_jsonl(out / "runs.jsonl")
+    if not records:
+        print(f"no runs in {out / 'runs.jsonl'}")
+        return
+    for record in records:
+        rows = [{"run": record["name"], **point} for point in record["curve"]]
+        common.write_csv(out / "curves" / f"{record['name']}_{record['steps']}.csv", rows)
+    summary = summarize(records)
+    summary["meta"] = meta
+    common.write_json(out / "summary.json", summary)
+    (out / "summary.md").write_text(markdown_table(summary))
+    plot_curves(records, out, meta)
+    print(markdown_table(summary))
+
+
+def main() -> None:
+    args = parse_args()
+    meta = common.provenance()
+    runs_file = args.out / "runs.jsonl"
+    if not args.report_only:
+        done = {run_key(r) for r in common.read_jsonl(runs_file)}
+        specs = make_specs(args, done)
+        print(f"{len(specs)} runs to do ({len(done)} already in {runs_file}); load average {common.load_average()}")
+
+        def on_result(record: dict[str, Any]) -> None:
+            record["n_eval_episodes"] = args.n_eval_episodes
+            common.append_jsonl(runs_file, record)
+            print(f"  {record['name']}: final {record['final_return']:.1f} in {record['total_wall_s']:.0f}s", flush=True)
+
+        common.run_pool(specs, on_result, processes=args.processes, desc="returns runs")
+    report(args.out, meta)
+
+
+if __name__ == "__main__":
+    main()
