@@ -156,6 +156,12 @@ def test_save_load_predictions_and_continue_training(tmp_path: Path) -> None:
     assert no_env.get_env() is None
     np.testing.assert_array_equal(no_env.predict(observations, deterministic=True)[0], expected_actions)
 
+    # Loading with a different number of envs goes through WPO.load (a new replay buffer for 2 envs).
+    two_envs = WPO.load(tmp_path / "wpo.zip", env=make_vec_env(ENV_ID, n_envs=2, seed=2))
+    two_envs.learn(120)
+    assert two_envs.n_envs == 2 and two_envs.replay_buffer is not None and two_envs.replay_buffer.n_envs == 2
+    assert two_envs._n_updates == n_updates + (120 - FAST["learning_starts"]) // 2
+
 
 def image_env() -> gym.Env:
     return FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=False)
@@ -488,6 +494,35 @@ def test_dict_obs_without_her() -> None:
     actions, _ = model.predict(obs)
     assert actions.shape == (4,)
     assert np.all(actions >= 0.0) and np.all(actions <= 1.0)
+
+
+def test_her_two_envs() -> None:
+    env = make_vec_env(lambda: BitFlippingEnv(n_bits=3, continuous=True, max_steps=3), n_envs=2, seed=0)
+    model = make_model(env=env, policy="MultiInputPolicy", replay_buffer_class=HerReplayBuffer, seed=0)
+    model.learn(150)
+    assert isinstance(model.replay_buffer, HerReplayBuffer) and model.replay_buffer.n_envs == 2
+    assert model._n_updates == (150 - FAST["learning_starts"]) // 2
+
+
+def test_vec_normalize_dict_obs() -> None:
+    # Channel-first images: VecNormalize must not sit below an automatic VecTransposeImage (an SB3 limitation).
+    env_fn = lambda: SimpleMultiObsEnv(random_start=True, discrete_actions=False, channel_last=False)  # noqa: E731
+    env = VecNormalize(make_vec_env(env_fn, n_envs=1, seed=0), norm_obs_keys=["vec"])  # the uint8 image is left alone
+    model = make_model(env=env, policy="MultiInputPolicy", learning_starts=30, batch_size=16, seed=0)
+    model.learn(60)
+    assert model.get_vec_normalize_env() is env
+    assert env.obs_rms["vec"].count > 30 and model._n_updates == 30
+    buffer = model.replay_buffer
+    assert isinstance(buffer, DictReplayBuffer)
+    np.random.seed(0)
+    normalized = buffer.sample(16, env=env)
+    np.random.seed(0)
+    raw = buffer.sample(16)
+    assert np.all((raw.observations["vec"] >= 0).numpy()) and np.all((raw.observations["vec"] <= 1).numpy())
+    expected = env.normalize_obs({key: value.numpy() for key, value in raw.observations.items()})
+    np.testing.assert_allclose(normalized.observations["vec"].numpy(), expected["vec"], rtol=1e-5)
+    np.testing.assert_array_equal(normalized.observations["img"].numpy(), raw.observations["img"].numpy())
+    assert not np.allclose(normalized.observations["vec"].numpy(), raw.observations["vec"].numpy())
 
 
 @pytest.mark.parametrize("share_features_extractor", [False, True])
