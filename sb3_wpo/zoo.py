@@ -1,0 +1,204 @@
+"""RL Zoo (rl_zoo3) integration of WPO: ``--algo wpo`` in the zoo's own commands.
+
+With sb3-wpo installed, the start-up hook (``sb3_wpo._zoo_hook``, see there) calls :func:`patch_module` as the zoo
+modules are imported, so ``python -m rl_zoo3.train --algo wpo ...`` just works. This module also is an explicit
+entry point that needs no hook (e.g. with ``SB3_WPO_NO_ZOO_HOOK=1``)::
+
+    python -m sb3_wpo.zoo train --algo wpo --env Pendulum-v1
+    python -m sb3_wpo.zoo enjoy --algo wpo --env Pendulum-v1 -f logs/
+
+Registration adds:
+
+- ``"wpo": WPO`` to ``rl_zoo3.utils.ALGOS`` (the ``--algo`` choices of train, enjoy, record_video, ...);
+- :func:`sample_wpo_params` / :func:`convert_wpo_params` to ``HYPERPARAMS_SAMPLER`` / ``HYPERPARAMS_CONVERTER``
+  (``--optimize``, and ``--trial-id`` to train with a trial's parameters);
+- :data:`DEFAULT_CONFIG` (``sb3_wpo/hyperparams/wpo.yml``) as the config of ``--algo wpo`` without ``--conf-file``;
+- ``"wpo"`` to the off-policy lists of enjoy, record_video and push_to_hub (the agent loads with ``buffer_size=1``).
+
+Everything is idempotent.
+"""
+
+import functools
+import inspect
+import runpy
+import sys
+from pathlib import Path
+from types import FunctionType, ModuleType
+from typing import Any
+
+from torch import nn
+
+from sb3_wpo import _zoo_hook
+from sb3_wpo.wpo import WPO
+
+ALGO_NAME = _zoo_hook.ALGO_NAME
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "hyperparams" / "wpo.yml"
+
+NET_ARCHS = {
+    "small": [64, 64],
+    "medium": [256, 256],
+    "big": [400, 300],
+}
+ACTIVATION_FNS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+
+# Scripts of rl_zoo3 that ``python -m sb3_wpo.zoo SCRIPT`` runs (as ``python -m rl_zoo3.SCRIPT``).
+SCRIPTS = ("train", "enjoy", "record_video", "record_training", "push_to_hub", "load_from_hub")
+
+
+def convert_wpo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """Turn the parameters sampled by :func:`sample_wpo_params` (an Optuna trial's ``params``) into WPO's arguments.
+
+    Like rl_zoo3's ``convert_offpolicy_params``: it is also used on a stored trial's params (``--trial-id``)."""
+    hyperparams = dict(sampled_params)
+    hyperparams["gamma"] = 1 - hyperparams.pop("one_minus_gamma")
+    hyperparams["batch_size"] = 2 ** hyperparams.pop("batch_size_pow")
+    hyperparams["buffer_size"] = int(10 ** hyperparams.pop("buffer_size_pow"))
+    # One gradient step per environment step (n_envs=1), as the zoo does for SAC.
+    hyperparams["gradient_steps"] = hyperparams["train_freq"]
+    policy_kwargs = {
+        "net_arch": NET_ARCHS[hyperparams.pop("net_arch")],
+        "init_std": hyperparams.pop("init_std"),
+    }
+    if "activation_fn" in hyperparams:
+        policy_kwargs["activation_fn"] = ACTIVATION_FNS[hyperparams.pop("activation_fn")]
+    if "layer_norm" in hyperparams:
+        policy_kwargs["layer_norm"] = hyperparams.pop("layer_norm")
+    hyperparams["policy_kwargs"] = policy_kwargs
+    return hyperparams
+
+
+def sample_wpo_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """Optuna sampler of WPO's hyperparameters (same signature and conventions as rl_zoo3's ``sample_sac_params``).
+
+    :param trial: an ``optuna.Trial``
+    :param n_actions: dimension of the action space (unused)
+    :param n_envs: number of environments (unused)
+    :param additional_args: ``using_her_replay_buffer`` and ``her_kwargs`` from the zoo
+    :return: WPO's keyword arguments, through :func:`convert_wpo_params`
+    """
+    one_minus_gamma = trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True)
+    # From 2**5=32 to 2**10=1024
+    batch_size_pow = trial.suggest_int("batch_size_pow", 5, 10)
+    # 1e4 to 1e6
+    buffer_size_pow = trial.suggest_int("buffer_size_pow", 4, 6)
+    learning_rate = trial.suggest_float("learning_rate", 1e-5, 0.002, log=True)
+    train_freq = trial.suggest_int("train_freq", 1, 10)
+    num_samples = trial.suggest_categorical("num_samples", [4, 8, 20, 32])
+    epsilon_mean = trial.suggest_float("epsilon_mean", 1e-3, 0.1, log=True)
+    init_std = trial.suggest_float("init_std", 0.1, 1.0, log=True)
+    n_steps = trial.suggest_categorical("n_steps", [1, 3, 5])
+    target_update_interval = trial.suggest_categorical("target_update_interval", [1, 10, 100, 1000])
+    net_arch = trial.suggest_categorical("net_arch", ["small", "medium", "big"])
+
+    trial.set_user_attr("gamma", 1 - one_minus_gamma)
+    trial.set_user_attr("batch_size", 2**batch_size_pow)
+
+    hyperparams = {
+        "one_minus_gamma": one_minus_gamma,
+        "batch_size_pow": batch_size_pow,
+        "buffer_size_pow": buffer_size_pow,
+        "learning_rate": learning_rate,
+        "train_freq": train_freq,
+        "num_samples": num_samples,
+        "epsilon_mean": epsilon_mean,
+        "init_std": init_std,
+        "n_steps": n_steps,
+        "target_update_interval": target_update_interval,
+        "net_arch": net_arch,
+    }
+    if additional_args.get("using_her_replay_buffer"):
+        from rl_zoo3.hyperparams_opt import sample_her_params
+
+        hyperparams = sample_her_params(trial, hyperparams, additional_args["her_kwargs"])
+        # HER's buffer needs one-step transitions
+        hyperparams["n_steps"] = 1
+    return convert_wpo_params(hyperparams)
+
+
+def _patch_utils(module: ModuleType) -> None:
+    module.ALGOS.setdefault(ALGO_NAME, WPO)
+
+
+def _patch_hyperparams_opt(module: ModuleType) -> None:
+    module.HYPERPARAMS_SAMPLER.setdefault(ALGO_NAME, sample_wpo_params)
+    module.HYPERPARAMS_CONVERTER.setdefault(ALGO_NAME, convert_wpo_params)
+
+
+def _patch_exp_manager(module: ModuleType) -> None:
+    """``ExperimentManager(algo="wpo", config=None)`` reads :data:`DEFAULT_CONFIG` instead of
+    ``rl_zoo3/hyperparams/wpo.yml`` (which the zoo does not ship)."""
+    cls = module.ExperimentManager
+    original = cls.__init__
+    if getattr(original, "_sb3_wpo_patched", False):
+        return
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        arguments = signature.bind_partial(self, *args, **kwargs).arguments
+        original(self, *args, **kwargs)
+        if arguments.get("algo") == ALGO_NAME and not arguments.get("config"):
+            self.config = str(DEFAULT_CONFIG)
+
+    __init__._sb3_wpo_patched = True  # type: ignore[attr-defined]
+    cls.__init__ = __init__
+
+
+def _patch_off_policy_lists(module: ModuleType) -> None:
+    """Functions of an already imported enjoy/push_to_hub module (a module imported through the hook has its code
+    patched at load time; record_video's list is in its ``__main__`` block, reached only through the hook)."""
+    for value in list(vars(module).values()):
+        if isinstance(value, FunctionType) and value.__module__ == module.__name__:
+            value.__code__ = _zoo_hook.add_to_off_policy_lists(value.__code__)
+
+
+_PATCHES = {
+    "rl_zoo3.utils": _patch_utils,
+    "rl_zoo3.hyperparams_opt": _patch_hyperparams_opt,
+    "rl_zoo3.exp_manager": _patch_exp_manager,
+    "rl_zoo3.enjoy": _patch_off_policy_lists,
+    "rl_zoo3.push_to_hub": _patch_off_policy_lists,
+}
+
+
+def patch_module(name: str, module: ModuleType) -> None:
+    """Register WPO in the zoo module ``name`` (one of ``sb3_wpo._zoo_hook.PATCHED_MODULES``); idempotent."""
+    patch = _PATCHES.get(name)
+    if patch is not None:
+        patch(module)
+
+
+def register() -> None:
+    """Register WPO in the zoo modules already imported (those imported later need the hook: see :func:`main`)."""
+    for name in _PATCHES:
+        module = sys.modules.get(name)
+        if module is not None:
+            patch_module(name, module)
+
+
+def is_registered() -> bool:
+    """Whether ``--algo wpo`` is known to rl_zoo3 in this interpreter (imports rl_zoo3)."""
+    import rl_zoo3
+
+    return rl_zoo3.ALGOS.get(ALGO_NAME) is WPO
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m sb3_wpo.zoo SCRIPT [ARGS]``: run ``python -m rl_zoo3.SCRIPT [ARGS]`` with WPO registered, whatever
+    the start-up hook (installs the finder in this process even with ``SB3_WPO_NO_ZOO_HOOK`` set)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SCRIPTS:
+        print(f"usage: python -m sb3_wpo.zoo {{{','.join(SCRIPTS)}}} [arguments of rl_zoo3's script]", file=sys.stderr)
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"unknown script {argv[0]!r}", file=sys.stderr)
+            raise SystemExit(2)
+        raise SystemExit(0 if argv else 2)
+    script, *arguments = argv
+    _zoo_hook.install(force=True)
+    register()
+    sys.argv = [f"rl_zoo3.{script}", *arguments]
+    runpy.run_module(f"rl_zoo3.{script}", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()
