@@ -222,13 +222,14 @@ def describe_file(path: Any) -> str:
 
 
 def existing_path(path: Any, suffix: str) -> Any:
-    """``path`` or ``path.<suffix>`` as SB3 tries them; raises ``FileNotFoundError`` naming both when neither exists."""
+    """The file SB3 reads for ``path``: ``path`` itself or ``path.<suffix>``; ``FileNotFoundError`` names both when
+    neither exists. File objects are returned as they are."""
     if not isinstance(path, str | os.PathLike):
         return path
     candidates = [pathlib.Path(path), pathlib.Path(f"{os.fspath(path)}.{suffix}")]
     for candidate in candidates:
         if candidate.is_file():
-            return path
+            return candidate
     raise FileNotFoundError(f"No such file: '{candidates[0]}' (nor '{candidates[1]}')")
 
 

@@ -574,6 +574,7 @@ class WPO(OffPolicyAlgorithm):
         path = existing_path(path, "zip")
         try:
             model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+            model._validate_arguments()  # the saved values, with the overrides in kwargs
         except Exception as error:
             raise LoadError(
                 f"Could not load a {cls.__name__} model from {describe_file(path)}: {type(error).__name__}: {error}"

@@ -225,7 +225,7 @@ def test_unknown_policy_kwarg_lists_the_allowed_keys():
 
 
 def test_counted_bad_inputs():
-    total = len(BAD_ARGUMENTS) + len(BAD_POLICY_ARGUMENTS) + len(BAD_SPACES) + len(BAD_COMBINATIONS) + 3
+    total = len(BAD_ARGUMENTS) + len(BAD_POLICY_ARGUMENTS) + len(BAD_SPACES) + len(BAD_COMBINATIONS) + 3 + 1
     assert total >= 30
 
 
@@ -248,3 +248,11 @@ GOOD_EDGE_CASES = [
 @pytest.mark.parametrize("overrides", GOOD_EDGE_CASES, ids=range(len(GOOD_EDGE_CASES)))
 def test_edge_values_are_accepted(overrides: dict):
     build(**overrides)
+
+
+def test_load_overrides_are_validated(tmp_path):
+    build().save(tmp_path / "model")
+    with pytest.raises(ValueError, match="tau") as raised:
+        WPO.load(tmp_path / "model", tau=5.0)
+    assert "model.zip" in str(raised.value)
+    assert WPO.load(tmp_path / "model", tau=0.5).tau == 0.5
