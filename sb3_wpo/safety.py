@@ -37,6 +37,7 @@ FINITE_CHECKS: dict[str, str] = {
     "actor_loss": "actor loss",
     "critic_grad_norm": "critic gradient norm",
     "actor_grad_norm": "actor gradient norm",
+    "parameters": "parameters (networks or duals) after the last update",
 }
 DATA_CHECKS = ("observations", "next_observations", "rewards")
 

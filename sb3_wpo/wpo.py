@@ -459,13 +459,13 @@ class WPO(OffPolicyAlgorithm):
         if bad_steps.size:
             update = restored_update + 1 + int(bad_steps[0])
             bad = {check_names[i] for i in np.flatnonzero(~flags_np[bad_steps[0]])}
-            quantities = [name for name in FINITE_CHECKS if name in bad]
+            quantities = [name for name in FINITE_CHECKS if name in bad] + sorted(bad - FINITE_CHECKS.keys())
         else:
             update, quantities = self._n_updates, ["parameters"]
         self._snapshot.restore()
         self._n_updates = restored_update
         raise DivergenceError(
-            f"WPO diverged: non-finite {describe_non_finite(quantities) or 'parameters'} at update {update} "
+            f"WPO diverged: non-finite {describe_non_finite(quantities)} at update {update} "
             f"(timestep {self.num_timesteps}). The policy, critics, optimizers and duals were rolled back to their "
             f"state after update {restored_update}, the last one checked finite. {divergence_hint(quantities)}",
             quantities=quantities,

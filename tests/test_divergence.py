@@ -199,3 +199,23 @@ def test_checkpoints_stay_loadable_and_finite(tmp_path):
     last = WPO.load(checkpoints[-1])
     assert last._n_updates == model._n_updates
     assert_same(last.policy.state_dict(), model.policy.state_dict())
+
+
+def test_parameters_overflowing_at_the_last_step_of_a_call_are_caught():
+    """Finite losses and gradients, but an optimizer step that overflows the parameters: the end-of-call parameter
+    check catches it, before the next call would snapshot the broken state."""
+    model = WPO("MlpPolicy", ToyEnv(), **TINY)
+    initial = training_state(model)
+    step = model.critic.optimizer.step
+
+    def overflowing_step(*args: Any, **kwargs: Any) -> Any:
+        result = step(*args, **kwargs)
+        with th.no_grad():
+            next(model.critic.parameters()).mul_(1e38).mul_(1e38)  # float32 overflow to ±inf
+        return result
+
+    model.critic.optimizer.step = overflowing_step  # type: ignore[method-assign]
+    with pytest.raises(DivergenceError, match=r"non-finite parameters .* at update 1 ") as raised:
+        model.learn(100)
+    assert raised.value.quantities == ("parameters",) and raised.value.restored_update == 0
+    assert_same(training_state(model), initial)
