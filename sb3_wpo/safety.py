@@ -181,6 +181,8 @@ def resolve_save_path(path: str | os.PathLike, suffix: str) -> pathlib.Path:
     if target.is_dir():
         warnings.warn(f"Path '{target}' is a folder. Will save instead to {target}_2")
         target = pathlib.Path(f"{target}_2")
+    if target.is_symlink():  # write where the link points, as SB3's open() would, rather than replace the link
+        target = target.resolve()
     return target
 
 

@@ -195,3 +195,12 @@ def test_save_and_load_round_trip_keeps_training_state(model: WPO, tmp_path: Pat
     for name, tensor in model.policy.state_dict().items():
         assert th.equal(tensor, loaded.policy.state_dict()[name]), name
     assert isinstance(loaded, OffPolicyAlgorithm) and loaded.check_finite
+
+
+def test_save_through_a_symlink_writes_its_target(model: WPO, tmp_path: Path):
+    (tmp_path / "runs").mkdir()
+    real = tmp_path / "runs" / "model_v1.zip"
+    real.write_bytes(b"old")
+    (tmp_path / "latest.zip").symlink_to(real)
+    model.save(tmp_path / "latest.zip")
+    assert (tmp_path / "latest.zip").is_symlink() and zipfile.is_zipfile(real)
