@@ -32,8 +32,10 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # sb3_wpo from the working tree when it is not installed
+    sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
-WPO_YML = ROOT / "hyperparams" / "wpo.yml"
+WPO_YML = Path(os.environ.get("SB3_WPO_HYPERPARAMS", ROOT / "hyperparams" / "wpo.yml"))  # env var: for smoke tests
 SUCCESS_THRESHOLDS = {"Pendulum-v1": -200.0, "LunarLanderContinuous-v3": 200.0, "HalfCheetah-v5": 3000.0}
 
 
@@ -238,14 +240,20 @@ class EvalRecorder(BaseCallback):
     Records the timesteps, the training wall-clock and process CPU time (both excluding evaluation) and the return.
     Optionally records WPO's train/* statistics after each train() call (read from ``logger.name_to_value``)."""
 
-    def __init__(self, eval_env: gym.Env, eval_freq: int, n_eval_episodes: int, train_keys: Iterable[str] = ()):
+    def __init__(
+        self, eval_env: gym.Env, eval_freq: int, n_eval_episodes: int, train_keys: Iterable[str] = (), train_bin: int = 500
+    ):
         super().__init__()
         self.eval_env = eval_env
         self.eval_freq = eval_freq
         self.n_eval_episodes = n_eval_episodes
         self.train_keys = list(train_keys)
+        self.train_bin = train_bin
         self.curve: list[dict[str, float]] = []
-        self.train_stats: list[dict[str, float]] = []
+        self.train_stats: list[dict[str, float]] = []  # means over bins of ``train_bin`` environment steps
+        self.train_totals: dict[str, float] = {}  # sums over all train() calls
+        self.n_train_calls = 0
+        self._bin: dict[str, list[float]] = {}
         self._eval_wall = 0.0
         self._eval_cpu = 0.0
         self._last_updates = -1
@@ -255,15 +263,31 @@ class EvalRecorder(BaseCallback):
         self._start_cpu = time.process_time()
 
     def _on_rollout_start(self) -> None:
+        """Called right after each train(): read the train/* values it logged (before any dump clears them)."""
         if not self.train_keys:
             return
         values = self.model.logger.name_to_value
         n_updates = getattr(self.model, "_n_updates", 0)
-        if n_updates != self._last_updates and f"train/{self.train_keys[0]}" in values:
-            self._last_updates = n_updates
-            record = {"timesteps": self.num_timesteps, "n_updates": n_updates}
-            record.update({key: float(values[f"train/{key}"]) for key in self.train_keys if f"train/{key}" in values})
+        if n_updates == self._last_updates or f"train/{self.train_keys[0]}" not in values:
+            return
+        self._last_updates = n_updates
+        self.n_train_calls += 1
+        for key in self.train_keys:
+            value = float(values.get(f"train/{key}", float("nan")))
+            self._bin.setdefault(key, []).append(value)
+            self.train_totals[key] = self.train_totals.get(key, 0.0) + value
+        if self.num_timesteps // self.train_bin != (self.num_timesteps - 1) // self.train_bin:
+            self._flush_bin()
+
+    def _flush_bin(self) -> None:
+        if self._bin:
+            record = {"timesteps": self.num_timesteps, "n_updates": self._last_updates}
+            record.update({key: float(np.mean(values)) for key, values in self._bin.items()})
             self.train_stats.append(record)
+            self._bin = {}
+
+    def train_means(self) -> dict[str, float]:
+        return {key: total / max(self.n_train_calls, 1) for key, total in self.train_totals.items()}
 
     def _on_step(self) -> bool:
         if self.num_timesteps % self.eval_freq == 0:
@@ -305,19 +329,22 @@ def train_and_evaluate(spec: dict[str, Any]) -> dict[str, Any]:
         kwargs["learning_starts"] = min(kwargs["learning_starts"], spec["steps"])
     model = algo_class(algo)(policy, env, seed=seed, verbose=0, **kwargs)
     recorder = EvalRecorder(eval_env, spec["eval_freq"], spec["n_eval_episodes"], spec.get("train_keys", ()))
+    recorder.train_bin = spec.get("train_bin", 500)
     start = time.perf_counter()
     error = None
     try:
         model.learn(total_timesteps=spec["steps"], callback=recorder)
     except Exception as exc:  # a diverged run is a result too
         error = f"{type(exc).__name__}: {exc}"[:500]
-    record = {key: spec[key] for key in ("name", "algo", "env_id", "seed", "steps") if key in spec}
+    recorder._flush_bin()
+    record = {key: spec[key] for key in ("name", "algo", "env_id", "seed", "steps", "cell") if key in spec}
     record.update(
         {
             "hyperparams": hyperparams_for_json({**spec["hyperparams"], **spec.get("overrides", {})}),
             "total_wall_s": round(time.perf_counter() - start, 2),
             "curve": recorder.curve,
             "train_stats": recorder.train_stats,
+            "train_means": recorder.train_means(),
             "final_return": recorder.curve[-1]["eval_mean"] if recorder.curve and error is None else float("nan"),
             "error": error,
             "commit": git_commit(),
