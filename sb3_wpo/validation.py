@@ -266,6 +266,8 @@ def check_before_setup(
             ) from error
     if isinstance(env, str):
         env = maybe_make_env(env, verbose)
+    if env is not None and not (hasattr(env, "observation_space") and hasattr(env, "action_space")):
+        raise TypeError(f"env must be a gymnasium.Env, a VecEnv or a registered environment id, got {env!r}")
     if env is not None:
         check_spaces(env.observation_space, env.action_space)
         if issubclass(policy_class, multi_input_policy) and not isinstance(env.observation_space, spaces.Dict):

@@ -117,6 +117,7 @@ BAD_ARGUMENTS = [
     ("device", dict(device=3), TypeError),
     ("policy", dict(policy="FooPolicy"), ValueError),
     ("policy", dict(policy=dict), TypeError),
+    ("env", dict(env=[1, 2]), TypeError),
 ]
 
 BAD_POLICY_ARGUMENTS = [
