@@ -251,9 +251,10 @@ class WPO(OffPolicyAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
-    def _validate_arguments(self) -> None:
-        """Types and ranges of the arguments (``ARGUMENT_RULES``), then the combinations SB3 would reject later."""
-        values = {name: getattr(self, name) for name in ARGUMENT_RULES if hasattr(self, name)}
+    def _validate_arguments(self, unchecked: Iterable[str] = ()) -> None:
+        """Types and ranges of the arguments (``ARGUMENT_RULES``) but ``unchecked``, then the combinations SB3 would
+        reject later."""
+        values = {name: getattr(self, name) for name in ARGUMENT_RULES if hasattr(self, name) and name not in unchecked}
         values["stats_window_size"] = self._stats_window_size
         check_all(ARGUMENT_RULES, values)
 
@@ -574,7 +575,9 @@ class WPO(OffPolicyAlgorithm):
         path = existing_path(path, "zip")
         try:
             model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
-            model._validate_arguments()  # the saved values, with the overrides in kwargs
+            # The saved values, with the overrides in kwargs; custom_objects replace saved values unchecked, as in SB3
+            # (the RL Zoo's enjoy/record_video load agents with custom_objects={"learning_rate": 0.0, ...}).
+            model._validate_arguments(unchecked=custom_objects or {})
         except Exception as error:
             raise LoadError(
                 f"Could not load a {cls.__name__} model from {describe_file(path)}: {type(error).__name__}: {error}"
