@@ -43,8 +43,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--envs", nargs="+", default=["Pendulum-v1", "HalfCheetah-v5"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--updates", type=int, default=20, help="gradient steps per timed train() call")
-    parser.add_argument("--learn-steps", type=int, default=200, help="env steps per timed learn() call (UTD 1)")
-    parser.add_argument("--headline-steps", type=int, default=400, help="env steps per timed learn() call (headline)")
+    parser.add_argument("--learn-steps", type=int, default=100, help="env steps per timed learn() call (UTD 1)")
+    parser.add_argument("--headline-steps", type=int, default=300, help="env steps per timed learn() call (headline)")
     parser.add_argument("--grid-updates", type=int, default=5, help="updates per timing in the N x batch grid")
     parser.add_argument("--profile-updates", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
@@ -472,6 +472,8 @@ def main() -> None:
         "achieved_gflops": flops["total"] / pendulum["wall_median"] / 1e9,
         "matmul_peak_gflops": peak,
         "fraction_of_peak": flops["total"] / pendulum["wall_median"] / 1e9 / peak,
+        "achieved_gflops_cpu_time": flops["total"] / pendulum["cpu_median"] / 1e9,
+        "fraction_of_peak_cpu_time": flops["total"] / pendulum["cpu_median"] / 1e9 / peak,
     }
     results["load_after"] = common.load_average()
     print(f"load average after: {results['load_after']}")

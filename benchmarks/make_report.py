@@ -1,0 +1,242 @@
+"""Write benchmarks/README.md (the results page) from the committed result files.
+
+Every number in the tables comes from benchmarks/results/{speed/speed.json, returns/summary.json,
+epsilon_sweep/summary.json}; the prose notes are in benchmarks/notes/*.md (written by hand after reading the
+results) and are pasted in as they are.
+
+    python benchmarks/make_report.py
+"""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+BENCH = common.ROOT / "benchmarks"
+RES = common.RESULTS
+
+
+def load(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def note(name: str) -> str:
+    path = BENCH / "notes" / f"{name}.md"
+    return path.read_text().strip() + "\n" if path.exists() else ""
+
+
+def ms(x: float) -> str:
+    return f"{x * 1e3:.2f}"
+
+
+def machine_line(meta: dict[str, Any]) -> str:
+    m = meta["machine"]
+    return (
+        f"`{meta['command']}` at commit `{meta['commit']}`, {meta['date_utc']} UTC, on {m['cpu']} "
+        f"(`platform.processor()` = {m['processor']!r}, {m['cpu_count']} cores), torch {m['torch']} on 1 thread, "
+        f"Python {m['python']}"
+    )
+
+
+def timing_table(rows: dict[str, dict[str, Any]], unit: str) -> list[str]:
+    lines = [
+        f"| | wall min ({unit}) | wall median ({unit}) | CPU min ({unit}) | CPU median ({unit}) | repeats |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, t in rows.items():
+        lines.append(
+            f"| {name} | {ms(t['wall_min'])} | {ms(t['wall_median'])} | {ms(t['cpu_min'])} | "
+            f"{ms(t['cpu_median'])} | {t['repeats']} |"
+        )
+    return lines
+
+
+def ratio_line(name: str, r: dict[str, float]) -> str:
+    return (
+        f"{name}: wall min {r['wall_min']:.2f}, wall median {r['wall_median']:.2f} "
+        f"(CPU time: min {r['cpu_min']:.2f}, median {r['cpu_median']:.2f})"
+    )
+
+
+def speed_section(speed: dict[str, Any] | None) -> list[str]:
+    out = ["## 1. Speed (`benchmarks/speed.py`)", ""]
+    if speed is None:
+        return [*out, "Not run yet: `python benchmarks/speed.py`.", ""]
+    h = speed["headline"]
+    out += [
+        f"Run: {machine_line(speed['meta'])}.",
+        f"Load average (1, 5, 15 min) before: {speed['load_before']}, after: {speed['load_after']} "
+        "(other engineers' jobs shared the 2 cores; wall-clock numbers are inflated by that contention, "
+        "process CPU times are given beside them and are less affected).",
+        f"Settings: {json.dumps({k: v for k, v in speed['args'].items() if k not in ('out',)})}.",
+        "",
+        "### Headline: shipped Pendulum-v1 settings, learn() per environment step",
+        "",
+        f"WPO with `hyperparams/wpo.yml` Pendulum-v1 `{json.dumps(h['settings']['WPO'])}` vs SAC with rl-zoo3 "
+        f"`sac.yml` Pendulum-v1 `{json.dumps(h['settings']['SAC'])}`; steady state (buffer past learning_starts), "
+        f"{speed['args']['headline_steps']} steps per timed learn() call, algorithms interleaved.",
+        "",
+        *timing_table(h["per_env_step_s"], "ms/step"),
+        "",
+        "**" + ratio_line("WPO / SAC wall-clock per environment step", h["ratio_WPO_over_SAC"]) + "**",
+        "",
+        "### Gradient updates at matched sizes (net [256, 256], batch 256)",
+        "",
+    ]
+    for env_id, r in speed["updates"].items():
+        out += [
+            f"{env_id}, `model.train(gradient_steps={speed['args']['updates']}, batch_size=256)`, per update:",
+            "",
+            *timing_table(r["per_update_s"], "ms"),
+            "",
+            "- " + ratio_line("WPO / SAC", r["ratio_WPO_over_SAC"]),
+            "- " + ratio_line("WPO / TD3", r["ratio_WPO_over_TD3"]),
+            "",
+        ]
+    out += ["### Whole learn() calls at update-to-data ratio 1 (train_freq 1, gradient_steps 1)", ""]
+    for env_id, r in speed["learn"].items():
+        out += [
+            f"{env_id}, per environment step:",
+            "",
+            *timing_table(r["per_env_step_s"], "ms/step"),
+            "",
+            "- " + ratio_line("WPO / SAC", r["ratio_WPO_over_SAC"]),
+            "",
+        ]
+    s = speed["score_method"]
+    out += [
+        "### Closed-form Gaussian score vs generic autograd score",
+        "",
+        "`sb3_wpo.losses.wpo_loss(..., score_method=...)` forward + backward at N=20, B=256, D=6 (per call), and one "
+        f"full WPO update on {s['full_update_env']} with `sb3_wpo.wpo.wpo_loss` switched to each method:",
+        "",
+        *timing_table(
+            {f"loss {k}": v for k, v in s["loss_fwd_bwd_N20_B256_D6_s"].items()}
+            | {f"full update {k}": v for k, v in s["full_update_s"].items()},
+            "ms",
+        ),
+        "",
+        "- " + ratio_line("loss: autograd / closed form", s["loss_ratio_autograd_over_closed_form"]),
+        "- " + ratio_line("full update: autograd / closed form", s["update_ratio_autograd_over_closed_form"]),
+        "",
+        "### Cost of one WPO update vs num_samples N and batch size (Pendulum-v1, net [256, 256])",
+        "",
+        "| N | batch | wall median (ms) | CPU median (ms) | matmul GFLOP | GFLOP/s (wall) "
+        "| fraction of th.mm peak (wall / CPU) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in speed["grid"]["rows"]:
+        out.append(
+            f"| {row['num_samples']} | {row['batch_size']} | {ms(row['wall_median'])} | {ms(row['cpu_median'])} | "
+            f"{row['flops'] / 1e9:.3f} | {row['gflops_achieved']:.1f} | {row['fraction_of_matmul_peak']:.0%} / "
+            f"{row.get('fraction_of_matmul_peak_cpu_time', float('nan')):.0%} |"
+        )
+    f = speed["flops"]
+    mm = speed["matmul"]
+    out += [
+        "",
+        "### FLOPs and efficiency",
+        "",
+        f"Measured single-thread float32 `th.mm` throughput: {mm['square_2048']['gflops_best']:.1f} GFLOP/s "
+        f"(2048³, best of repeats; median {mm['square_2048']['gflops_median']:.1f}), "
+        f"{mm['critic_hidden_5120x256x256']['gflops_best']:.1f} GFLOP/s at the critic's hidden-layer shape "
+        "5120×256 @ 256×256.",
+        "",
+        "Matmul FLOPs of one WPO update (`wpo_update_flops` in speed.py; F_c, F_a = forward FLOPs per row of critic and "
+        "actor, 2·in·out per layer):",
+        "",
+        "```",
+        "total = n_critics·F_c·(3·N·B + 2·B) + 4·F_a·B",
+        "  target critic fwd on N·B rows + online critic fwd and input-gradient bwd on N·B rows (∇a Q)",
+        "  + critic fwd/bwd on B rows + target-actor fwd on B next states + actor fwd, target fwd, bwd on B",
+        "```",
+        "",
+        f"Pendulum-v1, N=20, B=256, [256, 256]: F_c = {f['pendulum_N20_B256']['per_row_critic_fwd']:,}, "
+        f"F_a = {f['pendulum_N20_B256']['per_row_actor_fwd']:,} → {f['pendulum_N20_B256']['total'] / 1e9:.2f} GFLOP "
+        f"per update; achieved {f['achieved_gflops']:.1f} GFLOP/s on wall time = {f['fraction_of_peak']:.0%} of the "
+        f"measured th.mm peak ({f.get('achieved_gflops_cpu_time', float('nan')):.1f} GFLOP/s = "
+        f"{f.get('fraction_of_peak_cpu_time', float('nan')):.0%} on process CPU time).",
+        "",
+        "### Profile of one train() call",
+        "",
+        "Top ops by self CPU time (full table: [results/profile_update.txt](results/profile_update.txt)):",
+        "",
+        "| op | calls | self CPU (ms) | share |",
+        "|---|---|---|---|",
+    ]
+    for op in speed["profile"]["top_self_cpu"]:
+        out.append(f"| `{op['op']}` | {op['count']} | {op['self_cpu_ms']:.1f} | {op['share']:.1%} |")
+    out += ["", note("speed"), "![speed](results/speed/speed.png)", ""]
+    return out
+
+
+def returns_section(summary: dict[str, Any] | None) -> list[str]:
+    out = ["## 2. Returns (`benchmarks/returns.py`)", ""]
+    if summary is None:
+        return [*out, "Not run yet.", ""]
+    sys.path.insert(0, str(BENCH))
+    from returns import markdown_table
+
+    out += [
+        f"Summary written by {machine_line(summary['meta'])}.",
+        "Deterministic evaluation every 2,000 steps on a separate environment (10 episodes, eval env seeded "
+        "seed + 10,000); final return = the last evaluation (at the step budget). Hyperparameters: rl-zoo3 "
+        "`sac.yml`, `td3.yml`, `tqc.yml` (parsed as rl-zoo3's ExperimentManager does: `lin_` schedules, "
+        "policy_kwargs strings, TD3's `noise_type`/`noise_std`), and `hyperparams/wpo.yml` for WPO. Wall-clock and CPU "
+        "time exclude evaluation; wall-clock is inflated by other jobs on the same 2 cores (2 runs in parallel).",
+        "",
+        markdown_table(summary),
+        "Per-seed final returns:",
+        "",
+    ]
+    for g in summary["groups"]:
+        out.append(f"- {g['env_id']} {g['algo'].upper()} (seeds {g['seeds']}): {g['final_returns']}")
+    out += ["", note("returns")]
+    for png in sorted((RES / "returns").glob("curves_*.png")):
+        out.append(f"![{png.stem}](results/returns/{png.name})")
+    out.append("")
+    return out
+
+
+def sweep_section(summary: dict[str, Any] | None) -> list[str]:
+    out = ["## 3. ε sweep (`benchmarks/epsilon_sweep.py`)", ""]
+    if summary is None:
+        return [*out, "Not run.", ""]
+    from epsilon_sweep import markdown_tables
+
+    out += [
+        f"Summary written by {machine_line(summary['meta'])}.",
+        "",
+        markdown_tables(summary),
+        note("epsilon"),
+        "![epsilon sweep](results/epsilon_sweep/epsilon_sweep.png)",
+        "",
+    ]
+    return out
+
+
+def main() -> None:
+    speed = load(RES / "speed" / "speed.json")
+    returns = load(RES / "returns" / "summary.json")
+    sweep = load(RES / "epsilon_sweep" / "summary.json")
+    lines = [
+        "# Benchmarks",
+        "",
+        "<!-- generated by `python benchmarks/make_report.py` from benchmarks/results/*; edit benchmarks/notes/*.md -->",
+        "",
+        note("intro"),
+        *speed_section(speed),
+        *returns_section(returns),
+        *sweep_section(sweep),
+        note("not_run"),
+    ]
+    (BENCH / "README.md").write_text("\n".join(lines))
+    print(f"wrote {BENCH / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()
