@@ -1,0 +1,335 @@
+"""RL Zoo integration (sb3_wpo/zoo.py, sb3_wpo/_zoo_hook.py, sb3_wpo_zoo_hook.pth, hyperparams/wpo.yml).
+
+The subprocess tests run the zoo's own commands, as rl-baselines3-zoo's tests do, against the *installed*
+sb3-wpo (``pip install -e .`` in CI): they need the start-up hook that the .pth file installs."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+
+from sb3_wpo import WPO, _zoo_hook, zoo
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "hyperparams" / "wpo.yml"
+PACKAGED_CONFIG = ROOT / "sb3_wpo" / "hyperparams" / "wpo.yml"
+ENV_IDS = (
+    "Pendulum-v1",
+    "MountainCarContinuous-v0",
+    "LunarLanderContinuous-v3",
+    "BipedalWalker-v3",
+    "HalfCheetah-v5",
+    "Hopper-v5",
+    "Walker2d-v5",
+    "Ant-v5",
+    "Humanoid-v5",
+)
+NOT_TUNED = "# starting point, not tuned: no committed benchmark behind it yet"
+# Small budgets: 300 steps, learning from step 200 with small batches (a few seconds per run on one thread).
+N_STEPS = "300"
+SMALL = ["learning_starts:200", "batch_size:32", "num_samples:4", "buffer_size:1000"]
+
+
+def run(args, cwd, env_update=None, check=True):
+    """Run ``python args...`` like a user would (one torch thread); returns the CompletedProcess."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env.pop(_zoo_hook.ENV_VAR, None)
+    env.update(env_update or {})
+    result = subprocess.run(
+        [sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    if check:
+        assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def train_args(log_folder, *extra):
+    return ["--algo", "wpo", "--env", "Pendulum-v1", "-n", N_STEPS, "-f", log_folder, "--num-threads", "1", *extra]
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_packaged_config_is_identical():
+    """sb3_wpo/hyperparams/wpo.yml is the copy installed with the package: copy hyperparams/wpo.yml over it."""
+    assert PACKAGED_CONFIG.read_bytes() == CONFIG.read_bytes(), "copy hyperparams/wpo.yml to sb3_wpo/hyperparams/wpo.yml"
+    assert zoo.DEFAULT_CONFIG == PACKAGED_CONFIG.resolve()
+
+
+def test_config_entries():
+    config = yaml.safe_load(CONFIG.read_text())
+    assert set(config) == {"default", *ENV_IDS}
+    lines = CONFIG.read_text().splitlines()
+    for key in config:
+        index = next(i for i, line in enumerate(lines) if line.startswith(f"{key}:"))
+        comments = []
+        for line in reversed(lines[:index]):
+            if not line.startswith("#"):
+                break
+            comments.append(line)
+        if key == "Pendulum-v1":
+            assert NOT_TUNED not in comments
+        else:
+            assert NOT_TUNED in comments, f"{key} needs the comment {NOT_TUNED!r}"
+
+
+@pytest.mark.parametrize("key", ["default", *ENV_IDS])
+def test_config_arguments_are_valid(key):
+    """Every entry's arguments are accepted by WPO (checked at construction, before any model is built)."""
+    hyperparams = dict(yaml.safe_load(CONFIG.read_text())[key])
+    assert hyperparams.pop("policy") == "MlpPolicy"
+    assert float(hyperparams.pop("n_timesteps")) > 0
+    policy_kwargs = hyperparams.pop("policy_kwargs", "dict()")
+    policy_kwargs = eval(policy_kwargs) if isinstance(policy_kwargs, str) else policy_kwargs
+    model = WPO("MlpPolicy", "Pendulum-v1", policy_kwargs=policy_kwargs, _init_setup_model=False, **hyperparams)
+    for name, value in hyperparams.items():
+        assert getattr(model, name) == value or name in ("train_freq", "learning_rate")
+
+
+# ---------------------------------------------------------------- sampler
+
+
+def test_sampler_and_converter():
+    """Sampled hyperparameters build a WPO model, and converting a trial's stored params (``--trial-id``) gives
+    the same hyperparameters."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        trial = study.ask()
+        hyperparams = zoo.sample_wpo_params(trial, 1, 1, {"using_her_replay_buffer": False, "her_kwargs": {}})
+        assert zoo.convert_wpo_params(trial.params) == hyperparams
+        assert hyperparams["gradient_steps"] == hyperparams["train_freq"]
+        assert 0.97 <= hyperparams["gamma"] < 1
+        model = WPO("MlpPolicy", "Pendulum-v1", _init_setup_model=False, **hyperparams)
+        assert model.policy_kwargs["net_arch"] in zoo.NET_ARCHS.values()
+        study.tell(trial, 0.0)
+
+
+def test_registered_in_zoo_dicts():
+    from rl_zoo3 import ALGOS
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+
+    zoo.register()
+    assert ALGOS["wpo"] is WPO
+    assert HYPERPARAMS_SAMPLER["wpo"].__name__ == "sample_wpo_params"
+    assert HYPERPARAMS_CONVERTER["wpo"].__name__ == "convert_wpo_params"
+
+
+def test_load_like_enjoy(tmp_path):
+    """rl_zoo3's enjoy / record_video / push_to_hub load agents with these custom objects and buffer_size=1."""
+    WPO("MlpPolicy", "Pendulum-v1", learning_starts=0, batch_size=8, buffer_size=100).save(tmp_path / "agent")
+    custom_objects = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+    model = WPO.load(tmp_path / "agent.zip", custom_objects=custom_objects, buffer_size=1, seed=0)
+    assert model.learning_rate == 0.0 and model.buffer_size == 1
+    with pytest.raises(ValueError, match="learning_rate"):
+        WPO.load(tmp_path / "agent.zip", learning_rate=0.0)  # an override in kwargs is still checked
+
+
+# ---------------------------------------------------------------- hook
+
+
+def test_off_policy_list_patch():
+    source = "def enjoy(algo):\n    off_policy_algos = ['qrdqn', 'dqn', 'ddpg', 'sac', 'her', 'td3', 'tqc']\n"
+    source += "    def inner():\n        return algo in ['dqn', 'sac', 'td3']\n    return algo in off_policy_algos, inner()\n"
+    namespace: dict = {}
+    exec(_zoo_hook.add_to_off_policy_lists(compile(source, "enjoy.py", "exec")), namespace)
+    assert namespace["enjoy"]("wpo") == (True, True)
+    assert namespace["enjoy"]("ppo") == (False, False)
+    patched = _zoo_hook.add_to_off_policy_lists(compile(source, "enjoy.py", "exec"))
+    assert _zoo_hook.add_to_off_policy_lists(patched) is patched  # idempotent
+
+
+def test_install_and_register_are_idempotent():
+    import rl_zoo3.enjoy
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    for _ in range(3):
+        assert _zoo_hook.install(force=True)
+        zoo.register()
+    assert sum(bool(getattr(f, "_sb3_wpo_zoo_hook", False)) for f in sys.meta_path) == 1
+    init = ExperimentManager.__init__
+    assert init._sb3_wpo_patched and not getattr(init.__wrapped__, "_sb3_wpo_patched", False)
+    lists = [c for c in rl_zoo3.enjoy.enjoy.__code__.co_consts if isinstance(c, tuple) and "sac" in c]
+    assert lists == [("qrdqn", "dqn", "ddpg", "sac", "her", "td3", "tqc", "wpo")]
+
+
+CHECK_HOOK = """
+import sys
+hooked = any(getattr(f, "_sb3_wpo_zoo_hook", False) for f in sys.meta_path)
+heavy = sorted(m for m in ("torch", "rl_zoo3", "sb3_wpo", "stable_baselines3", "optuna") if m in sys.modules)
+print("start-up:", hooked, heavy)
+import importlib.util
+import rl_zoo3, rl_zoo3.hyperparams_opt, rl_zoo3.exp_manager, rl_zoo3.enjoy
+spec = importlib.util.find_spec("rl_zoo3.record_video")  # what python -m rl_zoo3.record_video runs
+code = spec.loader.get_code("rl_zoo3.record_video")
+lists = [c for c in code.co_consts if isinstance(c, tuple) and "sac" in c]
+enjoy_lists = [c for c in rl_zoo3.enjoy.enjoy.__code__.co_consts if isinstance(c, tuple) and "sac" in c]
+print("algos:", "wpo" in rl_zoo3.ALGOS, "wpo" in rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER,
+      "wpo" in rl_zoo3.hyperparams_opt.HYPERPARAMS_CONVERTER)
+print("off-policy:", all("wpo" in c for c in lists + enjoy_lists), len(lists), len(enjoy_lists))
+"""
+
+
+def test_startup_hook_is_installed_and_cheap(tmp_path):
+    """The .pth file installs the finder at start-up without importing torch, rl_zoo3 or sb3_wpo; importing the
+    zoo registers WPO everywhere."""
+    output = run(["-c", CHECK_HOOK], cwd=tmp_path).stdout
+    assert "start-up: True []" in output, f"is sb3-wpo installed (pip install -e .)? {output}"
+    assert "algos: True True True" in output
+    assert "off-policy: True 1 1" in output
+
+
+def test_startup_hook_can_be_turned_off(tmp_path):
+    output = run(["-c", CHECK_HOOK], cwd=tmp_path, env_update={_zoo_hook.ENV_VAR: "1"}).stdout
+    assert "start-up: False []" in output
+    assert "algos: False False False" in output
+    assert "off-policy: False 1 1" in output
+
+
+def test_explicit_entry_point_usage(tmp_path):
+    result = run(["-m", "sb3_wpo.zoo"], cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "usage: python -m sb3_wpo.zoo" in result.stderr
+    result = run(["-m", "sb3_wpo.zoo", "fly"], cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "unknown script 'fly'" in result.stderr
+
+
+@pytest.mark.slow
+def test_wheels_contain_hook(tmp_path):
+    """``pip install .`` and ``pip install -e .`` both put sb3_wpo_zoo_hook.pth at the top of site-packages: both
+    wheels have it at their root (built from a copy of the sources, with this environment's setuptools)."""
+    setuptools = pytest.importorskip("setuptools")
+    if tuple(int(part) for part in setuptools.__version__.split(".")[:2]) < (68, 0):
+        pytest.skip("pyproject.toml needs setuptools >= 68")
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md", "sb3_wpo_zoo_hook.pth"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "sb3_wpo", source / "sb3_wpo", ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path / "dist"
+    build = (
+        f"import sys, setuptools.build_meta as b\nprint(b.build_wheel({str(out)!r}))\nprint(b.build_editable({str(out)!r}))\n"
+    )
+    out.mkdir()
+    run(["-c", build], cwd=source)
+    wheel = next(out.glob("sb3_wpo-*-py3-none-any.whl"))
+    editable = next(out.glob("sb3_wpo-*.editable-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        assert "sb3_wpo_zoo_hook.pth" in names
+        assert "sb3_wpo/hyperparams/wpo.yml" in names and "sb3_wpo/_zoo_hook.py" in names
+        record = archive.read(next(n for n in names if n.endswith("dist-info/RECORD"))).decode()
+        assert "sb3_wpo_zoo_hook.pth," in record  # so that pip uninstall removes it
+    with zipfile.ZipFile(editable) as archive:
+        assert "sb3_wpo_zoo_hook.pth" in archive.namelist()
+        assert archive.read("sb3_wpo_zoo_hook.pth") == (ROOT / "sb3_wpo_zoo_hook.pth").read_bytes()
+
+
+# ---------------------------------------------------------------- the zoo's commands
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """``python -m rl_zoo3.train --algo wpo --env Pendulum-v1`` with the packaged default config, saving the
+    replay buffer; returns the log folder and the output."""
+    cwd = tmp_path_factory.mktemp("zoo")
+    logs = cwd / "logs"
+    result = run(["-m", "rl_zoo3.train", *train_args(logs, "--save-replay-buffer", "-params", *SMALL)], cwd=cwd)
+    return logs, result.stdout
+
+
+DEFAULT_CONFIG_USED = re.compile(r"Loading hyperparameters from: .*sb3_wpo[/\\]hyperparams[/\\]wpo\.yml")
+
+
+@pytest.mark.slow
+def test_train_default_config(trained):
+    logs, output = trained
+    assert DEFAULT_CONFIG_USED.search(output), output[:2000]
+    run_dir = logs / "wpo" / "Pendulum-v1_1"
+    assert (run_dir / "Pendulum-v1" / "config.yml").is_file()
+    assert (run_dir / "replay_buffer.pkl").is_file()
+    model = WPO.load(run_dir / "Pendulum-v1.zip", buffer_size=1)
+    assert model.num_timesteps == int(N_STEPS) and model.learning_starts == 200 and model.train_freq.frequency == 4
+
+
+@pytest.mark.slow
+def test_enjoy(trained, tmp_path):
+    logs, _ = trained
+    args = ["-m", "rl_zoo3.enjoy", "--algo", "wpo", "--env", "Pendulum-v1", "-f", logs, "--no-render", "-n", "300"]
+    output = run([*args, "--num-threads", "1"], cwd=tmp_path).stdout
+    assert "Episode Reward:" in output and "Loading" in output
+
+
+@pytest.mark.slow
+def test_continue_training_with_replay_buffer(trained, tmp_path):
+    """``-i`` loads the agent and its saved replay buffer, then trains on."""
+    logs, _ = trained
+    agent = logs / "wpo" / "Pendulum-v1_1" / "Pendulum-v1.zip"
+    args = train_args(logs, "-i", agent, "--save-replay-buffer", "-params", *SMALL)
+    output = run(["-m", "rl_zoo3.train", *args], cwd=tmp_path).stdout
+    assert "Loading pretrained agent" in output and "Loading replay buffer" in output
+    model = WPO.load(logs / "wpo" / "Pendulum-v1_2" / "Pendulum-v1.zip", buffer_size=1)
+    model.load_replay_buffer(logs / "wpo" / "Pendulum-v1_2" / "replay_buffer.pkl")
+    assert model.replay_buffer.size() == 2 * int(N_STEPS)  # the first run's transitions and the new ones
+
+
+@pytest.mark.slow
+def test_console_script_and_conf_file(tmp_path):
+    """``rl_zoo3 train`` (the console script) with ``--conf-file hyperparams/wpo.yml`` (the repository's copy)."""
+    script = Path(sys.executable).parent / "rl_zoo3"
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "rl_zoo3.cli"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop(_zoo_hook.ENV_VAR, None)
+    args = ["train", *train_args(tmp_path / "logs", "--conf-file", CONFIG, "-params", *SMALL)]
+    result = subprocess.run([*command, *map(str, args)], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert f"Loading hyperparameters from: {CONFIG}" in result.stdout
+    assert (tmp_path / "logs" / "wpo" / "Pendulum-v1_1" / "Pendulum-v1.zip").is_file()
+
+
+@pytest.mark.slow
+def test_explicit_entry_point_without_hook(trained, tmp_path):
+    """With the hook turned off, the zoo does not know wpo, but ``python -m sb3_wpo.zoo`` trains and enjoys."""
+    logs, _ = trained
+    no_hook = {_zoo_hook.ENV_VAR: "1"}
+    enjoy = ["enjoy", "--algo", "wpo", "--env", "Pendulum-v1", "-f", logs, "--no-render", "-n", "200"]
+    refused = run(["-m", "rl_zoo3.enjoy", *enjoy[1:]], cwd=tmp_path, env_update=no_hook, check=False)
+    assert refused.returncode == 2 and "invalid choice: 'wpo'" in refused.stderr
+    output = run(["-m", "sb3_wpo.zoo", *enjoy], cwd=tmp_path, env_update=no_hook).stdout
+    assert "Episode Reward:" in output
+    new_logs = tmp_path / "logs"
+    output = run(["-m", "sb3_wpo.zoo", "train", *train_args(new_logs, "-params", *SMALL)], cwd=tmp_path, env_update=no_hook)
+    assert DEFAULT_CONFIG_USED.search(output.stdout)
+    assert (new_logs / "wpo" / "Pendulum-v1_1" / "Pendulum-v1.zip").is_file()
+
+
+@pytest.mark.slow
+def test_optimize_and_train_a_trial(tmp_path):
+    """``--optimize`` with WPO's sampler, 2 trials in an Optuna JournalStorage file (``--storage x.log``), then
+    ``--trial-id`` trains with a stored trial's hyperparameters (WPO's converter)."""
+    storage = tmp_path / "study.log"
+    args = train_args(tmp_path / "logs", "-params", "learning_starts:290")
+    args += ["--optimize", "--n-trials", "2", "--n-jobs", "1", "--sampler", "random", "--pruner", "none"]
+    args += ["--n-evaluations", "1", "--eval-episodes", "1", "--no-optim-plots", "--storage", storage, "--study-name", "s"]
+    run(["-m", "rl_zoo3.train", *args], cwd=tmp_path)
+    backend = optuna.storages.journal.JournalFileBackend(str(storage))
+    study = optuna.load_study(study_name="s", storage=optuna.storages.JournalStorage(backend))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert all(np.isfinite(t.value) for t in study.trials)
+    assert {"learning_rate", "num_samples", "epsilon_mean", "init_std", "net_arch"} <= set(study.trials[1].params)
+
+    args = train_args(tmp_path / "trial_logs", "--storage", storage, "--study-name", "s", "--trial-id", "1")
+    output = run(["-m", "rl_zoo3.train", *args, "-params", "learning_starts:290"], cwd=tmp_path).stdout
+    assert "Loading from Optuna study..." in output
+    model = WPO.load(tmp_path / "trial_logs" / "wpo" / "Pendulum-v1_1" / "Pendulum-v1.zip", buffer_size=1)
+    params = study.trials[1].params
+    assert model.num_samples == params["num_samples"]
+    assert model.lr_schedule(1.0) == pytest.approx(params["learning_rate"])
+    assert model.policy_kwargs["net_arch"] == zoo.NET_ARCHS[params["net_arch"]]
