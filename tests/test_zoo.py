@@ -256,7 +256,10 @@ def test_train_default_config(trained):
     assert (run_dir / "Pendulum-v1" / "config.yml").is_file()
     assert (run_dir / "replay_buffer.pkl").is_file()
     model = WPO.load(run_dir / "Pendulum-v1.zip", buffer_size=1)
-    assert model.num_timesteps == int(N_STEPS) and model.learning_starts == 200 and model.train_freq.frequency == 4
+    pendulum = yaml.safe_load(CONFIG.read_text())["Pendulum-v1"]
+    assert model.num_timesteps == int(N_STEPS) and model.learning_starts == 200  # -params overrides the config
+    assert model.train_freq.frequency == pendulum.get("train_freq", 1)  # the packaged config
+    assert model.n_steps == pendulum.get("n_steps", 1)
 
 
 @pytest.mark.slow
