@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -201,35 +202,46 @@ def test_explicit_entry_point_usage(tmp_path):
     assert result.returncode == 2 and "unknown script 'fly'" in result.stderr
 
 
+def wheel_names(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        return archive.namelist()
+
+
 @pytest.mark.slow
 def test_wheels_contain_hook(tmp_path):
-    """``pip install .`` and ``pip install -e .`` both put sb3_wpo_zoo_hook.pth at the top of site-packages: both
-    wheels have it at their root (built from a copy of the sources, with this environment's setuptools)."""
+    """``pip install .`` and ``pip install -e .`` both put sb3_wpo_zoo_hook.pth at the top of site-packages: the
+    wheel, the editable wheel and a wheel built from the sdist all have it at their root (built from a copy of the
+    sources, with this environment's setuptools)."""
     setuptools = pytest.importorskip("setuptools")
     if tuple(int(part) for part in setuptools.__version__.split(".")[:2]) < (68, 0):
         pytest.skip("pyproject.toml needs setuptools >= 68")
-    source = tmp_path / "src"
+    source, out = tmp_path / "src", tmp_path / "dist"
     source.mkdir()
-    for name in ("pyproject.toml", "setup.py", "README.md", "sb3_wpo_zoo_hook.pth"):
-        shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "sb3_wpo", source / "sb3_wpo", ignore=shutil.ignore_patterns("__pycache__"))
-    out = tmp_path / "dist"
-    build = (
-        f"import sys, setuptools.build_meta as b\nprint(b.build_wheel({str(out)!r}))\nprint(b.build_editable({str(out)!r}))\n"
-    )
     out.mkdir()
-    run(["-c", build], cwd=source)
-    wheel = next(out.glob("sb3_wpo-*-py3-none-any.whl"))
-    editable = next(out.glob("sb3_wpo-*.editable-*.whl"))
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "sb3_wpo_zoo_hook.pth"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("sb3_wpo", "hyperparams"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    build = "import sys, setuptools.build_meta as b; print(getattr(b, sys.argv[1])(sys.argv[2]))"
+    wheel = out / run(["-c", build, "build_wheel", out], cwd=source).stdout.split()[-1]
+    editable = out / run(["-c", build, "build_editable", out], cwd=source).stdout.split()[-1]
+    sdist = out / run(["-c", build, "build_sdist", out], cwd=source).stdout.split()[-1]
+
+    names = wheel_names(wheel)
+    assert "sb3_wpo_zoo_hook.pth" in names
+    assert "sb3_wpo/hyperparams/wpo.yml" in names and "sb3_wpo/_zoo_hook.py" in names
     with zipfile.ZipFile(wheel) as archive:
-        names = archive.namelist()
-        assert "sb3_wpo_zoo_hook.pth" in names
-        assert "sb3_wpo/hyperparams/wpo.yml" in names and "sb3_wpo/_zoo_hook.py" in names
         record = archive.read(next(n for n in names if n.endswith("dist-info/RECORD"))).decode()
-        assert "sb3_wpo_zoo_hook.pth," in record  # so that pip uninstall removes it
+    assert "sb3_wpo_zoo_hook.pth," in record  # so that pip uninstall removes it
     with zipfile.ZipFile(editable) as archive:
-        assert "sb3_wpo_zoo_hook.pth" in archive.namelist()
         assert archive.read("sb3_wpo_zoo_hook.pth") == (ROOT / "sb3_wpo_zoo_hook.pth").read_bytes()
+
+    with tarfile.open(sdist) as archive:
+        archive.extractall(tmp_path / "sdist", filter="data")
+    unpacked = next((tmp_path / "sdist").iterdir())
+    (out / "from_sdist").mkdir()
+    from_sdist = out / "from_sdist" / run(["-c", build, "build_wheel", out / "from_sdist"], cwd=unpacked).stdout.split()[-1]
+    assert {"sb3_wpo_zoo_hook.pth", "sb3_wpo/hyperparams/wpo.yml"} <= set(wheel_names(from_sdist))
 
 
 # ---------------------------------------------------------------- the zoo's commands
