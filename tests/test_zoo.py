@@ -179,6 +179,7 @@ print("off-policy:", all("wpo" in c for c in lists + enjoy_lists), len(lists), l
 """
 
 
+@pytest.mark.slow
 def test_startup_hook_is_installed_and_cheap(tmp_path):
     """The .pth file installs the finder at start-up without importing torch, rl_zoo3 or sb3_wpo; importing the
     zoo registers WPO everywhere."""
@@ -188,6 +189,7 @@ def test_startup_hook_is_installed_and_cheap(tmp_path):
     assert "off-policy: True 1 1" in output
 
 
+@pytest.mark.slow
 def test_startup_hook_can_be_turned_off(tmp_path):
     output = run(["-c", CHECK_HOOK], cwd=tmp_path, env_update={_zoo_hook.ENV_VAR: "1"}).stdout
     assert "start-up: False []" in output
@@ -195,6 +197,7 @@ def test_startup_hook_can_be_turned_off(tmp_path):
     assert "off-policy: False 1 1" in output
 
 
+@pytest.mark.slow
 def test_explicit_entry_point_usage(tmp_path):
     result = run(["-m", "sb3_wpo.zoo"], cwd=tmp_path, check=False)
     assert result.returncode == 2 and "usage: python -m sb3_wpo.zoo" in result.stderr
