@@ -36,6 +36,8 @@ if str(ROOT) not in sys.path:  # sb3_wpo from the working tree when it is not in
     sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 WPO_YML = Path(os.environ.get("SB3_WPO_HYPERPARAMS", ROOT / "hyperparams" / "wpo.yml"))  # env var: for smoke tests
+# WPO's train/* statistics recorded after every train() call (binned over 500 env steps) by the returns and ε runs.
+WPO_TRAIN_KEYS = ("kl_mean", "kl_std", "alpha_mean", "alpha_std", "pi_std_min", "pi_std_max", "q_mean", "dq_da_norm")
 SUCCESS_THRESHOLDS = {"Pendulum-v1": -200.0, "LunarLanderContinuous-v3": 200.0, "HalfCheetah-v5": 3000.0}
 
 

@@ -10,6 +10,8 @@ Cells: configuration × mode × ε_mean.
 Each run records its final deterministic evaluation return and, after every train() call, WPO's measured
 train/kl_mean, kl_std, alpha_mean, alpha_std, pi_std_min, pi_std_max (binned over 500 steps). Runs are appended to
 ``runs.jsonl`` as they finish, seed by seed over all cells, and the script resumes where it stopped.
+The WPO runs of benchmarks/returns.py (the unmodified wpo.yml entry, which is soft mode at its ε_mean) are reused
+as the cell ours/soft/ε of the same steps instead of being re-run.
 
     python benchmarks/epsilon_sweep.py --seeds 0-1 --configs ours --modes soft hard
     python benchmarks/epsilon_sweep.py --quick
@@ -28,7 +30,7 @@ import numpy as np
 from returns import parse_seeds
 
 EPSILONS = (0.001, 0.005, 0.01, 0.02, 0.05)
-TRAIN_KEYS = ("kl_mean", "kl_std", "alpha_mean", "alpha_std", "pi_std_min", "pi_std_max", "q_mean", "dq_da_norm")
+TRAIN_KEYS = common.WPO_TRAIN_KEYS
 PAPER = dict(
     target_update_interval=100,
     tau=1.0,
@@ -110,6 +112,28 @@ def make_specs(args: argparse.Namespace, done: set[tuple]) -> list[dict[str, Any
     return specs
 
 
+def returns_runs(env_id: str, steps: int) -> list[dict[str, Any]]:
+    """WPO runs of benchmarks/returns.py with the unmodified wpo.yml entry: the cell ours/soft/ε of its ε_mean
+    (their train/* statistics are recorded the same way), reused instead of re-run."""
+    records = []
+    for record in common.read_jsonl(common.RESULTS / "returns" / "runs.jsonl"):
+        hp = record.get("hyperparams", {})
+        if record["algo"] != "wpo" or record["env_id"] != env_id or int(record["steps"]) != steps:
+            continue
+        if not record.get("train_stats") or float(hp.get("dual_learning_rate", 0.0)) != 0.0:
+            continue
+        record = dict(record, cell=f"ours/soft/{float(hp.get('epsilon_mean', 0.01)):g}", source="returns.py")
+        records.append(record)
+    return records
+
+
+def all_records(out: Path, env_id: str, steps: int) -> list[dict[str, Any]]:
+    own = common.read_jsonl(out / "runs.jsonl")
+    seen = {(r["cell"], int(r["seed"]), int(r["steps"])) for r in own}
+    imported = [r for r in returns_runs(env_id, steps) if (r["cell"], int(r["seed"]), int(r["steps"])) not in seen]
+    return own + imported
+
+
 def cells_of(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[float, list[dict[str, Any]]]]:
     cells: dict[tuple[str, str], dict[float, list[dict[str, Any]]]] = {}
     for record in records:
@@ -133,6 +157,7 @@ def summarize(records: list[dict[str, Any]], threshold: float) -> dict[str, Any]
                     "mode": mode,
                     "epsilon_mean": epsilon,
                     "seeds": [r["seed"] for r in runs],
+                    "sources": sorted({r.get("source", "epsilon_sweep.py") for r in runs}),
                     "final_returns": [round(float(x), 1) for x in finals],
                     "n_success": int((np.nan_to_num(finals, nan=-np.inf) >= threshold).sum()),
                     "n_seeds": len(runs),
@@ -249,8 +274,8 @@ def plot(records: list[dict[str, Any]], summary: dict[str, Any], path: Path, met
     common.save_figure(fig, path, meta)
 
 
-def report(out: Path, env_id: str, meta: dict[str, Any]) -> None:
-    records = common.read_jsonl(out / "runs.jsonl")
+def report(out: Path, env_id: str, steps: int, meta: dict[str, Any]) -> None:
+    records = all_records(out, env_id, steps)
     if not records:
         print(f"no runs in {out / 'runs.jsonl'}")
         return
@@ -267,7 +292,7 @@ def main() -> None:
     meta = common.provenance()
     runs_file = args.out / "runs.jsonl"
     if not args.report_only:
-        done = {(r["cell"], int(r["seed"]), int(r["steps"])) for r in common.read_jsonl(runs_file)}
+        done = {(r["cell"], int(r["seed"]), int(r["steps"])) for r in all_records(args.out, args.env, args.steps)}
         specs = make_specs(args, done)
         print(f"{len(specs)} runs to do ({len(done)} already in {runs_file}); load average {common.load_average()}")
 
@@ -276,7 +301,7 @@ def main() -> None:
             print(f"  {record['name']}: final {record['final_return']:.1f} in {record['total_wall_s']:.0f}s", flush=True)
 
         common.run_pool(specs, on_result, processes=args.processes, desc="ε-sweep runs")
-    report(args.out, args.env, meta)
+    report(args.out, args.env, args.steps, meta)
 
 
 if __name__ == "__main__":

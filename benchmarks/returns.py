@@ -75,6 +75,7 @@ def make_specs(args: argparse.Namespace, done: set[tuple]) -> list[dict[str, Any
                     hyperparams=hyperparams,
                     eval_freq=args.eval_freq,
                     n_eval_episodes=args.n_eval_episodes,
+                    train_keys=common.WPO_TRAIN_KEYS if algo == "wpo" else (),
                 )
                 if run_key(spec) not in done:
                     specs.append(spec)
