@@ -164,7 +164,12 @@ def raw_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
     with path.open() as file:
         entries = yaml.safe_load(file)
     if env_id not in entries:
-        raise KeyError(f"{path} has no entry for {env_id}")
+        # rl-zoo3 2.9 tunes the MuJoCo tasks as -v4; use the entry of the same task at another version if there is one
+        same_task = sorted(key for key in entries if key.split("-v")[0] == env_id.split("-v")[0])
+        if not same_task:
+            raise KeyError(f"{path} has no entry for {env_id}")
+        print(f"note: {path.name} has no {env_id} entry, using its {same_task[-1]} entry")
+        return dict(entries[same_task[-1]], hyperparams_from=same_task[-1])
     return dict(entries[env_id])
 
 
@@ -183,6 +188,7 @@ def preprocess_hyperparams(hyperparams: dict[str, Any], env: gym.Env) -> tuple[d
             "env_wrapper",
             "callback",
             "frame_stack",
+            "hyperparams_from",
             "vec_env_wrapper",
             "normalize_kwargs",
         )
