@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
@@ -109,9 +109,14 @@ class WPO(OffPolicyAlgorithm):
     (variance rescaling) and decoupled KL penalties on the mean and the std against a target policy.
     The loss is ``sb3_wpo.losses.wpo_loss``, equal to the reference (Acme) loss to float64 precision.
 
-    Defaults follow the reference's runnable example (N=20 samples, ε_mean=0.01, ε_std=1e-6, α_mean≈0.69,
-    α_std≈1e4 fixed, expected-SARSA target, one critic, gradient-norm clip 40) with SB3's usual replay
-    settings. Where they depart from it, it is to learn in SB3-sized budgets: see ``hyperparams/wpo.yml``.
+    Defaults follow the reference's runnable example (ε_mean=0.01, ε_std=1e-6, α_mean≈0.69 and α_std≈1e4 fixed,
+    expected-SARSA target, one critic, hard target copy every 100 updates, gradient-norm clip 40, 1,000 warm-up
+    steps, initial std 0.5) with three departures chosen on Pendulum-v1 so that WPO learns in SB3-sized budgets
+    at less wall-clock per environment step than SAC: ``num_samples=8`` (reference 20; the update's cost grows
+    with N·B critic evaluations), ``learning_rate=1e-3`` (reference 3e-4) and one update every 2 steps
+    (reference 0.25 updates per step). With these, ``WPO("MlpPolicy", "Pendulum-v1").learn(20_000)`` solves the
+    task. The reference's 5-step returns are not a default because SB3 has no n-step buffer for Dict
+    observations; ``hyperparams/wpo.yml`` uses ``n_steps=5`` where it can.
 
     :param policy: the policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
     :param env: the environment to learn from (if registered in Gym, can be str)
@@ -171,20 +176,20 @@ class WPO(OffPolicyAlgorithm):
         self,
         policy: str | type[WPOPolicy],
         env: GymEnv | str,
-        learning_rate: float | Callable = 3e-4,
+        learning_rate: float | Callable = 1e-3,
         buffer_size: int = 1_000_000,
         learning_starts: int = 1000,
         batch_size: int = 256,
         tau: float = 1.0,
         gamma: float = 0.99,
-        train_freq: int | tuple[int, str] = 1,
+        train_freq: int | tuple[int, str] = 2,
         gradient_steps: int = 1,
         action_noise: ActionNoise | None = None,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
         optimize_memory_usage: bool = False,
         n_steps: int = 1,
-        num_samples: int = 20,
+        num_samples: int = 8,
         epsilon_mean: float = 0.01,
         epsilon_std: float = 1e-6,
         init_log_alpha_mean: float = 0.0,
@@ -293,6 +298,10 @@ class WPO(OffPolicyAlgorithm):
             )
 
     def _setup_model(self) -> None:
+        if self.n_steps > 1 and self.replay_buffer_class is NStepReplayBuffer and self.replay_buffer_kwargs.get("n_steps"):
+            # A loaded model carries the buffer SB3 picked for n_steps: let SB3 pick it again instead of warning
+            # that n_steps is ignored.
+            self.replay_buffer_class = None
         super()._setup_model()
         self._create_aliases()
         self.batch_norm_stats = get_parameters_by_name(self.critic, ["running_"]) + get_parameters_by_name(

@@ -22,6 +22,7 @@ TINY = dict(
     learning_starts=30,
     batch_size=16,
     num_samples=2,
+    train_freq=1,  # one update per step: the tests count updates
     dual_learning_rate=1e-2,  # learned duals, with their own optimizer
     init_log_alpha_std=1.0,
     target_update_interval=7,

@@ -1,5 +1,6 @@
 """WPO against the Stable-Baselines3 contract, in the spirit of SB3's own tests (save/load, predict, callbacks, envs...)."""
 
+import warnings
 import copy
 import csv
 import math
@@ -36,11 +37,11 @@ from sb3_wpo.policies import WPOPolicy
 ENV_ID = "Pendulum-v1"
 SHORT_EPISODES = dict(max_episode_steps=50)  # Pendulum with 50-step episodes, for the episode-driven tests
 SMALL_NET = dict(net_arch=[32, 32])
-FAST = dict(learning_starts=50, batch_size=32, num_samples=4, buffer_size=2_000)
+FAST = dict(learning_starts=50, batch_size=32, num_samples=4, buffer_size=2_000, train_freq=1)
 
 
 def make_model(env: Any = ENV_ID, policy: Any = "MlpPolicy", policy_kwargs: dict | None = None, **kwargs: Any) -> WPO:
-    """A tiny WPO: small networks, 4 samples per state, learning after 50 steps."""
+    """A tiny WPO: small networks, 4 samples per state, one update per step after 50 steps."""
     params: dict[str, Any] = {**FAST, **kwargs}
     return WPO(policy, env, policy_kwargs={**SMALL_NET, **(policy_kwargs or {})}, **params)
 
@@ -813,3 +814,12 @@ def test_unsupported_action_spaces(env: gym.Env) -> None:
     message = str(error.value)
     assert str(env.action_space) in message
     assert "Box" in message
+
+
+def test_load_n_step_model_keeps_n_step_buffer_without_warning(tmp_path):
+    model = make_model(n_steps=5)
+    model.save(tmp_path / "n_step")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SB3 would warn that n_steps is ignored
+        loaded = WPO.load(tmp_path / "n_step", env=make_vec_env(ENV_ID))
+    assert isinstance(loaded.replay_buffer, NStepReplayBuffer) and loaded.replay_buffer.n_steps == 5
