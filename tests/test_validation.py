@@ -171,7 +171,10 @@ BAD_COMBINATIONS = [
 
 
 def case_id(case: tuple) -> str:
-    return f"{case[0]}={next(iter(case[1].values()))!r}"[:60]
+    """A test id that is the same in every process (pytest-xdist workers must agree): no memory addresses."""
+    value = next(iter(case[1].values()))
+    shown = getattr(value, "__qualname__", None) or repr(value)
+    return f"{case[0]}={shown}"[:60]
 
 
 @pytest.mark.parametrize(("name", "overrides", "error"), BAD_ARGUMENTS, ids=[case_id(c) for c in BAD_ARGUMENTS])
