@@ -37,7 +37,7 @@ FINITE_CHECKS: dict[str, str] = {
     "actor_loss": "actor loss",
     "critic_grad_norm": "critic gradient norm",
     "actor_grad_norm": "actor gradient norm",
-    "parameters": "parameters (networks or duals) after the last update",
+    "parameters": "parameters, optimizer states or duals",
 }
 DATA_CHECKS = ("observations", "next_observations", "rewards")
 
@@ -95,18 +95,50 @@ def _foreach_copy(destinations: list[th.Tensor], sources: list[th.Tensor]) -> No
                 destination.copy_(source)
 
 
-class StateSnapshot:
-    """An in-memory copy of the training state (module parameters and buffers, optimizer states, extra tensors).
+class _Slot:
+    """One copy of the training state: flat buffers (one per dtype and device) and a view per state tensor."""
 
-    The copies live in buffers allocated once and refreshed in place (one fused copy), so taking a snapshot at
-    every ``train()`` call costs a memcpy of the state and no allocation.
+    def __init__(self) -> None:
+        self.flats: list[th.Tensor] = []
+        self.views: list[th.Tensor] = []
+        self.signature: list[tuple] | None = None
+        self.optimizer_values: list[dict[int, dict[str, Any]]] = []
+        self.n_updates = -1
+
+    def allocate(self, tensors: list[th.Tensor], signature: list[tuple]) -> None:
+        groups: dict[tuple[th.dtype, th.device], list[int]] = {}
+        for index, tensor in enumerate(tensors):
+            groups.setdefault((tensor.dtype, tensor.device), []).append(index)
+        self.flats, views = [], [th.empty(0)] * len(tensors)
+        for (dtype, device), indices in groups.items():
+            flat = th.empty(sum(tensors[i].numel() for i in indices), dtype=dtype, device=device)
+            offset = 0
+            for i in indices:
+                views[i] = flat[offset : offset + tensors[i].numel()].view(tensors[i].shape)
+                offset += tensors[i].numel()
+            self.flats.append(flat)
+        self.views, self.signature = views, signature
+
+    def all_finite(self) -> th.Tensor:
+        """A lazy (device) flag: no NaN or inf in the copy."""
+        flags = [th.isfinite(flat).all() for flat in self.flats if flat.is_floating_point()]
+        return th.stack(flags).all() if flags else th.ones((), dtype=th.bool)
+
+
+class StateSnapshot:
+    """In-memory copies of the training state (module parameters and buffers, optimizer states, extra tensors).
+
+    Two copies alternate: ``take()`` refreshes the older one in place (one fused copy into preallocated flat
+    buffers, no allocation) and returns a lazy flag saying whether the state it copied is finite, which the caller
+    reads back later with its other statistics. The other copy is the snapshot before, kept in case the new one
+    turns out non-finite.
     """
 
     def __init__(self, state: Callable[[], tuple[Sequence[nn.Module], Sequence[th.optim.Optimizer], Sequence[th.Tensor]]]):
         self._state = state
-        self._buffers: list[th.Tensor] | None = None
-        self._signature: list[tuple] = []
-        self._optimizer_values: list[dict[int, dict[str, Any]]] = []
+        self._slots = (_Slot(), _Slot())
+        self._current: int | None = None  # the slot of the latest snapshot
+        self._previous: int | None = None  # the slot of the snapshot before it
 
     def _collect(self) -> tuple[list[th.Tensor], list[tuple], list[dict[int, dict[str, Any]]]]:
         modules, optimizers, extra = self._state()
@@ -134,26 +166,38 @@ class StateSnapshot:
             optimizer_values.append(values)
         return tensors, signature, optimizer_values
 
-    def take(self) -> None:
+    def take(self, n_updates: int) -> th.Tensor:
+        """Copy the current state (after ``n_updates`` updates); return a lazy flag: is it finite?"""
+        index = 1 if self._current == 0 else 0
+        slot = self._slots[index]
         tensors, signature, optimizer_values = self._collect()
-        if self._buffers is None or signature != self._signature:
-            with th.no_grad():
-                self._buffers = [tensor.detach().clone() for tensor in tensors]
-            self._signature = signature
-        else:
-            _foreach_copy(self._buffers, tensors)
-        self._optimizer_values = optimizer_values
+        if signature != slot.signature:
+            slot.allocate(tensors, signature)
+        _foreach_copy(slot.views, tensors)
+        slot.optimizer_values, slot.n_updates = optimizer_values, n_updates
+        self._previous, self._current = self._current, index
+        return slot.all_finite()
 
     @property
-    def taken(self) -> bool:
-        return self._buffers is not None
+    def has_current(self) -> bool:
+        return self._current is not None
 
-    def restore(self) -> None:
-        if self._buffers is None:
+    @property
+    def has_previous(self) -> bool:
+        return self._previous is not None
+
+    def restore(self, previous: bool = False) -> int:
+        """Put the latest snapshot (or the one before it, which then becomes the latest) back in place.
+
+        :return: the update count of the restored state.
+        """
+        index = self._previous if previous else self._current
+        if index is None:
             raise RuntimeError("No snapshot to restore")
+        slot = self._slots[index]
         _, optimizers, _ = self._state()
         # Optimizer states created after the snapshot (e.g. Adam's moments at the first step) are dropped.
-        for optimizer, saved in zip(optimizers, self._optimizer_values, strict=False):
+        for optimizer, saved in zip(optimizers, slot.optimizer_values, strict=False):
             params = [param for group in optimizer.param_groups for param in group["params"]]
             for param_index, param in enumerate(params):
                 if param_index not in saved:
@@ -161,12 +205,15 @@ class StateSnapshot:
                 else:
                     optimizer.state[param].update(saved[param_index])
         tensors, signature, _ = self._collect()
-        if signature != self._signature:
-            raise RuntimeError("The training state changed shape since the last snapshot; it cannot be restored")
-        _foreach_copy(tensors, self._buffers)
+        if signature != slot.signature:
+            raise RuntimeError("The training state changed shape since the snapshot; it cannot be restored")
+        _foreach_copy(tensors, slot.views)
+        if previous:  # the newer copy is not finite: the next snapshot overwrites it
+            self._current, self._previous = index, None
+        return slot.n_updates
 
     def nbytes(self) -> int:
-        return sum(buffer.numel() * buffer.element_size() for buffer in self._buffers or [])
+        return sum(flat.numel() * flat.element_size() for slot in self._slots for flat in slot.flats)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -359,8 +359,8 @@ class WPO(OffPolicyAlgorithm):
         self._update_learning_rate([self.actor.optimizer, self.critic.optimizer])
         step_stats: list[th.Tensor] = []  # gathered on the device, read back once per call
         step_checks: list[th.Tensor] = []  # finiteness flags of each step, read back with the stats
-        if self.check_finite:
-            self._snapshot.take()  # the state the last check found finite
+        if self.check_finite:  # a copy of the state at the start, and a lazy flag: is it finite?
+            step_checks.append(self._snapshot.take(self._n_updates))
 
         for _ in range(gradient_steps):
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
@@ -448,31 +448,49 @@ class WPO(OffPolicyAlgorithm):
     def _read_back(self, means: th.Tensor, step_checks: list[th.Tensor], stat_names: list[str]) -> np.ndarray:
         """The mean stats of a train() call as NumPy, read back with the finiteness flags in one device transfer.
 
-        If a flag is down, the training state is rolled back to the snapshot taken at the start of the call and a
-        ``DivergenceError`` names the first update and the quantities that went non-finite."""
+        ``step_checks`` holds the flag of the state at the start of the call (parameters, optimizer states and duals,
+        as left by the previous call), then the flags of each step. If one is down, the training state is rolled back
+        to the last snapshot found finite and a ``DivergenceError`` names the first update and the quantities that
+        went non-finite."""
         if not self.check_finite:
             return means.cpu().numpy()
         with th.no_grad():
-            parameters = [*self.policy.parameters(), self.log_alpha_mean, self.log_alpha_std]
-            parameters_finite = th.isfinite(th.nn.utils.get_total_norm(parameters, norm_type=math.inf)).reshape(1)
-            flags = th.stack(step_checks)  # [steps, checks]
-            packed = th.cat([means, flags.flatten().to(means.dtype), parameters_finite.to(means.dtype)]).cpu().numpy()
+            flags = th.stack(step_checks[1:])  # [steps, checks]
+            packed = th.cat([means, step_checks[0].to(means.dtype).reshape(1), flags.flatten().to(means.dtype)])
+            packed_np = packed.cpu().numpy()
         n_steps, n_checks = flags.shape
-        flags_np = packed[means.numel() : -1].reshape(n_steps, n_checks) > 0.5
-        if flags_np.all() and packed[-1] > 0.5:
-            return packed[: means.numel()]
+        start_finite = packed_np[means.numel()] > 0.5
+        flags_np = packed_np[means.numel() + 1 :].reshape(n_steps, n_checks) > 0.5
+        if start_finite and flags_np.all():
+            return packed_np[: means.numel()]
+        start_update = self._n_updates - n_steps
+        if not start_finite:  # the last step of the previous call overflowed, or the state was set non-finite since
+            if not self._snapshot.has_previous:
+                raise DivergenceError(
+                    f"WPO's parameters, optimizer states or duals were already non-finite when training started "
+                    f"(update {start_update}, timestep {self.num_timesteps}), e.g. a model loaded with NaN; "
+                    "there is no finite state to roll back to.",
+                    quantities=["parameters"],
+                    update=start_update,
+                )
+            restored_update = self._snapshot.restore(previous=True)
+            self._n_updates = restored_update
+            raise DivergenceError(
+                f"WPO diverged: non-finite {describe_non_finite(['parameters'])} at update {start_update} "
+                f"(timestep {self.num_timesteps}). The policy, critics, optimizers and duals were rolled back to their "
+                f"state after update {restored_update}, the last one checked finite. {divergence_hint([])}",
+                quantities=["parameters"],
+                update=start_update,
+                restored_update=restored_update,
+            )
 
         check_names = ["observations", "next_observations", "rewards", *stat_names]
         check_names += ["target_q", "current_q", "pi_mean", "critic_grad_norm", "actor_grad_norm"]
-        restored_update = self._n_updates - n_steps
-        bad_steps = np.flatnonzero(~flags_np.all(axis=1))
-        if bad_steps.size:
-            update = restored_update + 1 + int(bad_steps[0])
-            bad = {check_names[i] for i in np.flatnonzero(~flags_np[bad_steps[0]])}
-            quantities = [name for name in FINITE_CHECKS if name in bad] + sorted(bad - FINITE_CHECKS.keys())
-        else:
-            update, quantities = self._n_updates, ["parameters"]
-        self._snapshot.restore()
+        first_bad = int(np.flatnonzero(~flags_np.all(axis=1))[0])
+        update = start_update + 1 + first_bad
+        bad = {check_names[i] for i in np.flatnonzero(~flags_np[first_bad])}
+        quantities = [name for name in FINITE_CHECKS if name in bad] + sorted(bad - FINITE_CHECKS.keys())
+        restored_update = self._snapshot.restore()
         self._n_updates = restored_update
         raise DivergenceError(
             f"WPO diverged: non-finite {describe_non_finite(quantities)} at update {update} "
@@ -534,12 +552,19 @@ class WPO(OffPolicyAlgorithm):
         if not self.check_finite or not hasattr(self, "policy"):
             return
         parameters = [*self.policy.parameters(), self.log_alpha_mean, self.log_alpha_std]
-        if not th.isfinite(th.nn.utils.get_total_norm(parameters, norm_type=math.inf)):
-            raise DivergenceError(
-                f"Refusing to save a model with non-finite parameters to {describe_file(path)} "
-                "(check_finite=True); the file was left as it was.",
-                quantities=["parameters"],
-            )
+        if th.isfinite(th.nn.utils.get_total_norm(parameters, norm_type=math.inf)):
+            return
+        rollback, update, restored_update = "", self._n_updates, -1
+        if self._snapshot.has_current:  # e.g. the last update of the last train() call overflowed
+            restored_update = self._n_updates = self._snapshot.restore()
+            rollback = f" The model was rolled back to its last state checked finite (after update {restored_update})."
+        raise DivergenceError(
+            f"Refusing to save a model with non-finite parameters to {describe_file(path)} "
+            f"(check_finite=True); the file was left as it was.{rollback}",
+            quantities=["parameters"],
+            update=update,
+            restored_update=restored_update,
+        )
 
     def save(
         self,

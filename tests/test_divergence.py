@@ -215,7 +215,42 @@ def test_parameters_overflowing_at_the_last_step_of_a_call_are_caught():
         return result
 
     model.critic.optimizer.step = overflowing_step  # type: ignore[method-assign]
-    with pytest.raises(DivergenceError, match=r"non-finite parameters .* at update 1 ") as raised:
+    with pytest.raises(DivergenceError, match=r"non-finite parameters, optimizer states or duals at update 1 ") as raised:
         model.learn(100)
     assert raised.value.quantities == ("parameters",) and raised.value.restored_update == 0
     assert_same(training_state(model), initial)
+
+
+def test_a_model_non_finite_before_training_is_reported():
+    model = WPO("MlpPolicy", ToyEnv(), **TINY)
+    with th.no_grad():
+        next(model.actor.parameters())[0, 0] = np.nan
+    with pytest.raises(DivergenceError, match="already non-finite when training started") as raised:
+        model.learn(100)
+    assert raised.value.quantities == ("parameters",)
+
+
+def test_a_checkpoint_of_an_overflowed_model_is_refused_and_the_model_rolled_back(tmp_path):
+    """The last update of a train() call overflows; the CheckpointCallback's next save is refused (DivergenceError
+    out of learn), the model is rolled back, and every checkpoint on disk is finite."""
+    model = WPO("MlpPolicy", ToyEnv(), **TINY)
+    step = model.critic.optimizer.step
+    calls = {"n": 0}
+
+    def overflowing_step(*args: Any, **kwargs: Any) -> Any:
+        result = step(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            with th.no_grad():
+                next(model.critic.parameters()).mul_(1e38).mul_(1e38)
+        return result
+
+    model.critic.optimizer.step = overflowing_step  # type: ignore[method-assign]
+    states = record_states_before_train(model)
+    checkpoint = CheckpointCallback(save_freq=1, save_path=str(tmp_path))
+    with pytest.raises(DivergenceError, match=r"Refusing to save .* rolled back") as raised:
+        model.learn(200, callback=checkpoint)
+    assert raised.value.update == 3 and raised.value.restored_update == 2
+    assert_same(training_state(model), states[-1])
+    for path in tmp_path.glob("*.zip"):
+        assert all_parameters_finite(WPO.load(path))

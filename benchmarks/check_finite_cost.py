@@ -1,0 +1,127 @@
+"""Cost of WPO's divergence guard (``check_finite=True``): ``model.train(...)`` timed with the guard on and off in the
+same process, on the same model and replay buffer, interleaved, min/median over repeats; also the cost of the
+per-train() state snapshot alone.
+
+    python benchmarks/check_finite_cost.py [--repeats 7] [--env Pendulum-v1]
+
+Writes ``benchmarks/results/check_finite_cost.json``. Run it on an idle machine (the load average is recorded).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch as th
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # sb3_wpo from the working tree when it is not installed
+    sys.path.insert(0, str(ROOT))
+
+from sb3_wpo import WPO  # noqa: E402
+
+RESULT = ROOT / "benchmarks" / "results" / "check_finite_cost.json"
+
+
+def time_train(model: WPO, check_finite: bool, calls: int, gradient_steps: int) -> float:
+    """Seconds per train() call, averaged over ``calls`` calls."""
+    model.check_finite = check_finite
+    start = time.perf_counter()
+    for _ in range(calls):
+        model.train(gradient_steps=gradient_steps, batch_size=model.batch_size)
+    return (time.perf_counter() - start) / calls
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {"min_ms": 1e3 * min(samples), "median_ms": 1e3 * statistics.median(samples)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="Pendulum-v1")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--output", type=Path, default=RESULT)
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    load_before = os.getloadavg()[0]
+
+    # Default WPO hyperparameters (net [256, 256], batch 256, N = 20); the buffer is filled with random actions.
+    model = WPO("MlpPolicy", args.env, learning_starts=2_000, seed=0, device="cpu")
+    model.learn(2_000)
+    model.train(gradient_steps=5, batch_size=model.batch_size)  # warm-up: Adam states, allocator, snapshot buffers
+
+    cases = []
+    # gradient_steps=1 is SB3's default (train() after every env step): the per-call snapshot weighs the most there.
+    for gradient_steps, calls in ((1, 40), (64, 1)):
+        on: list[float] = []
+        off: list[float] = []
+        for repeat in range(args.repeats):
+            order = (True, False) if repeat % 2 == 0 else (False, True)  # interleaved, alternating order
+            for check_finite in order:
+                (on if check_finite else off).append(time_train(model, check_finite, calls, gradient_steps))
+        cases.append(
+            {
+                "gradient_steps": gradient_steps,
+                "calls_per_sample": calls,
+                "check_finite_on": summary(on),
+                "check_finite_off": summary(off),
+                "ratio_min": min(on) / min(off),
+                "ratio_median": statistics.median(on) / statistics.median(off),
+            }
+        )
+
+    # The snapshot alone (copy of networks, targets, optimizer moments, duals, and its finiteness flag), as taken at
+    # every train() call; two copies alternate, "bytes" counts both.
+    snapshot_times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for _ in range(200):
+            model._snapshot.take(model._n_updates)
+        snapshot_times.append((time.perf_counter() - start) / 200)
+
+    result = {
+        "what": "seconds per model.train(gradient_steps, batch_size) with check_finite on vs off, same process",
+        "command": "python benchmarks/check_finite_cost.py " + " ".join(sys.argv[1:]),
+        "env": args.env,
+        "hyperparameters": {
+            "batch_size": model.batch_size,
+            "num_samples": model.num_samples,
+            "net_arch": model.policy.net_arch,
+            "n_critics": model.policy.n_critics,
+        },
+        "repeats": args.repeats,
+        "cases": cases,
+        "snapshot": {
+            "bytes": model._snapshot.nbytes(),
+            **{k.replace("_ms", "_us"): 1e3 * v for k, v in summary(snapshot_times).items()},
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch": th.__version__,
+            "torch_threads": th.get_num_threads(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg()[0],
+        },
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    for case in cases:
+        print(
+            f"gradient_steps={case['gradient_steps']:>3}: on {case['check_finite_on']['median_ms']:.3f} ms, "
+            f"off {case['check_finite_off']['median_ms']:.3f} ms per train() (median); "
+            f"ratio {case['ratio_median']:.3f} (median), {case['ratio_min']:.3f} (min)"
+        )
+    print(f"snapshot: {result['snapshot']['bytes'] / 1e6:.2f} MB, {result['snapshot']['median_us']:.0f} us per take (median)")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
