@@ -52,6 +52,14 @@ def git_commit() -> str:
         return "unknown"
 
 
+def sb3_wpo_dirty() -> bool:
+    """Whether sb3_wpo/ differs from the commit (another engineer's edits in progress in the shared tree)."""
+    try:
+        return subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "sb3_wpo"], cwd=ROOT, check=False).returncode != 0
+    except OSError:
+        return False
+
+
 def cpu_name() -> str:
     name = platform.processor()
     if name and name not in ("x86_64", "i386"):
@@ -89,6 +97,7 @@ def provenance() -> dict[str, Any]:
     return {
         "command": command_line(),
         "commit": git_commit(),
+        "sb3_wpo_uncommitted_changes": sb3_wpo_dirty(),
         "machine": machine_info(),
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }

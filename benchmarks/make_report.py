@@ -86,6 +86,10 @@ def speed_section(speed: dict[str, Any] | None) -> list[str]:
         "",
         "### Gradient updates at matched sizes (net [256, 256], batch 256)",
         "",
+        f'"WPO" is WPO with its default num_samples N = {next(iter(speed["updates"].values()))["wpo_num_samples"]} '
+        '(the shipped Pendulum value), "WPO N=20" the reference\'s N; one critic for WPO, two for SAC and TD3 '
+        "(their defaults); TD3 updates its actor every second step.",
+        "",
     ]
     for env_id, r in speed["updates"].items():
         out += [
@@ -95,6 +99,7 @@ def speed_section(speed: dict[str, Any] | None) -> list[str]:
             "",
             "- " + ratio_line("WPO / SAC", r["ratio_WPO_over_SAC"]),
             "- " + ratio_line("WPO / TD3", r["ratio_WPO_over_TD3"]),
+            "- " + ratio_line("WPO N=20 / SAC", r["ratio_WPO_N20_over_SAC"]),
             "",
         ]
     out += ["### Whole learn() calls at update-to-data ratio 1 (train_freq 1, gradient_steps 1)", ""]
@@ -105,6 +110,7 @@ def speed_section(speed: dict[str, Any] | None) -> list[str]:
             *timing_table(r["per_env_step_s"], "ms/step"),
             "",
             "- " + ratio_line("WPO / SAC", r["ratio_WPO_over_SAC"]),
+            "- " + ratio_line("WPO N=20 / SAC", r["ratio_WPO_N20_over_SAC"]),
             "",
         ]
     s = speed["score_method"]
@@ -155,11 +161,15 @@ def speed_section(speed: dict[str, Any] | None) -> list[str]:
         "  + critic fwd/bwd on B rows + target-actor fwd on B next states + actor fwd, target fwd, bwd on B",
         "```",
         "",
-        f"Pendulum-v1, N=20, B=256, [256, 256]: F_c = {f['pendulum_N20_B256']['per_row_critic_fwd']:,}, "
-        f"F_a = {f['pendulum_N20_B256']['per_row_actor_fwd']:,} → {f['pendulum_N20_B256']['total'] / 1e9:.2f} GFLOP "
-        f"per update; achieved {f['achieved_gflops']:.1f} GFLOP/s on wall time = {f['fraction_of_peak']:.0%} of the "
-        f"measured th.mm peak ({f.get('achieved_gflops_cpu_time', float('nan')):.1f} GFLOP/s = "
-        f"{f.get('fraction_of_peak_cpu_time', float('nan')):.0%} on process CPU time).",
+    ]
+    for key, g in f["pendulum_B256"].items():
+        out.append(
+            f"- Pendulum-v1, {key}, B=256, [256, 256]: F_c = {g['per_row_critic_fwd']:,}, F_a = {g['per_row_actor_fwd']:,} "
+            f"→ {g['total'] / 1e9:.2f} GFLOP per update; achieved {g['achieved_gflops']:.1f} GFLOP/s on wall time = "
+            f"{g['fraction_of_peak']:.0%} of the measured th.mm peak ({g['achieved_gflops_cpu_time']:.1f} GFLOP/s = "
+            f"{g['fraction_of_peak_cpu_time']:.0%} on process CPU time)."
+        )
+    out += [
         "",
         "### Profile of one train() call",
         "",

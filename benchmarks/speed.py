@@ -128,7 +128,9 @@ def updates(model: Any, k: int, batch_size: int = 256) -> Callable[[], Any]:
 
 def matched_models(env_id: str, seed: int, fill: int) -> dict[str, Any]:
     return {
+        # "WPO": the default num_samples (the shipped Pendulum value); "WPO N=20": the reference's num_samples.
         "WPO": filled(make_model("wpo", env_id, seed, fill), fill),
+        "WPO N=20": filled(make_model("wpo", env_id, seed, fill, num_samples=20), fill),
         "WPO (check_finite=False)": filled(make_model("wpo", env_id, seed, fill, check_finite=False), fill),
         "SAC": filled(make_model("sac", env_id, seed, fill), fill),
         "TD3": filled(make_model("td3", env_id, seed, fill), fill),
@@ -211,6 +213,8 @@ def part_updates(args: argparse.Namespace, fill: int) -> dict[str, Any]:
             "per_update_s": timings,
             "ratio_WPO_over_SAC": ratio(timings["WPO"], timings["SAC"]),
             "ratio_WPO_over_TD3": ratio(timings["WPO"], timings["TD3"]),
+            "ratio_WPO_N20_over_SAC": ratio(timings["WPO N=20"], timings["SAC"]),
+            "wpo_num_samples": models["WPO"].num_samples,
         }
         print(f"  updates {env_id}: " + ", ".join(f"{k} {v['wall_median'] * 1e3:.1f} ms" for k, v in timings.items()))
     return results
@@ -223,7 +227,12 @@ def part_learn(args: argparse.Namespace, fill: int) -> dict[str, Any]:
         models.pop("WPO (check_finite=False)")
         tasks = {name: continue_learning(m, args.learn_steps) for name, m in models.items()}
         timings = interleaved(tasks, args.repeats, args.learn_steps)
-        results[env_id] = {"per_env_step_s": timings, "ratio_WPO_over_SAC": ratio(timings["WPO"], timings["SAC"])}
+        results[env_id] = {
+            "per_env_step_s": timings,
+            "ratio_WPO_over_SAC": ratio(timings["WPO"], timings["SAC"]),
+            "ratio_WPO_N20_over_SAC": ratio(timings["WPO N=20"], timings["SAC"]),
+            "wpo_num_samples": models["WPO"].num_samples,
+        }
         print(f"  learn {env_id}: " + ", ".join(f"{k} {v['wall_median'] * 1e3:.1f} ms/step" for k, v in timings.items()))
     return results
 
@@ -393,10 +402,10 @@ def plot(results: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
         "one gradient update, net [256,256], batch 256 (bar: median, dot: min)",
     )
     learn = {e: r["per_env_step_s"] for e, r in results["learn"].items()}
-    learn["Pendulum-v1 shipped\n(WPO yml vs SAC zoo)"] = {
-        **{k: v for k, v in results["headline"]["per_env_step_s"].items()},
-        **{"TD3": {"wall_median": np.nan, "wall_min": np.nan}},
-    }
+    names = list(next(iter(learn.values())))
+    missing = {"wall_median": np.nan, "wall_min": np.nan}
+    headline = results["headline"]["per_env_step_s"]
+    learn["Pendulum-v1 shipped\n(WPO yml vs SAC zoo)"] = {name: headline.get(name, missing) for name in names}
     _bars(
         axes[1],
         learn,
@@ -464,25 +473,27 @@ def main() -> None:
             results["profile"] = part_profile(args, args.out, fill)
         results.setdefault("part_seconds", {})[step] = round(time.perf_counter() - start, 1)
     peak = results["matmul"]["square_2048"]["gflops_best"]
-    flops = wpo_update_flops(3, 1, HIDDEN, 20, 256)
-    pendulum = results["updates"].get("Pendulum-v1", next(iter(results["updates"].values())))["per_update_s"]["WPO"]
-    results["flops"] = {
-        "formula": wpo_update_flops.__doc__,
-        "pendulum_N20_B256": flops,
-        "achieved_gflops": flops["total"] / pendulum["wall_median"] / 1e9,
-        "matmul_peak_gflops": peak,
-        "fraction_of_peak": flops["total"] / pendulum["wall_median"] / 1e9 / peak,
-        "achieved_gflops_cpu_time": flops["total"] / pendulum["cpu_median"] / 1e9,
-        "fraction_of_peak_cpu_time": flops["total"] / pendulum["cpu_median"] / 1e9 / peak,
-    }
+    timings = results["updates"].get("Pendulum-v1", next(iter(results["updates"].values())))
+    results["flops"] = {"formula": wpo_update_flops.__doc__, "matmul_peak_gflops": peak, "pendulum_B256": {}}
+    for name, n in (("WPO", timings["wpo_num_samples"]), ("WPO N=20", 20)):
+        flops = wpo_update_flops(3, 1, HIDDEN, n, 256)
+        t = timings["per_update_s"][name]
+        results["flops"]["pendulum_B256"][f"N={n}"] = {
+            **flops,
+            "achieved_gflops": flops["total"] / t["wall_median"] / 1e9,
+            "fraction_of_peak": flops["total"] / t["wall_median"] / 1e9 / peak,
+            "achieved_gflops_cpu_time": flops["total"] / t["cpu_median"] / 1e9,
+            "fraction_of_peak_cpu_time": flops["total"] / t["cpu_median"] / 1e9 / peak,
+        }
     results["load_after"] = common.load_average()
     print(f"load average after: {results['load_after']}")
     common.write_json(args.out / "speed.json", results)
     plot(results, args.out / "speed.png", meta)
-    print(
-        f"FLOPs per WPO update (Pendulum, N=20, B=256): {flops['total'] / 1e9:.2f} GFLOP, "
-        f"{results['flops']['achieved_gflops']:.1f} GFLOP/s = {results['flops']['fraction_of_peak']:.0%} of th.mm peak"
-    )
+    for key, f in results["flops"]["pendulum_B256"].items():
+        print(
+            f"FLOPs per WPO update (Pendulum, {key}, B=256): {f['total'] / 1e9:.2f} GFLOP, "
+            f"{f['achieved_gflops']:.1f} GFLOP/s = {f['fraction_of_peak']:.0%} of th.mm peak"
+        )
 
 
 if __name__ == "__main__":
