@@ -85,6 +85,22 @@ def main() -> None:
             model._snapshot.take(model._n_updates)
         snapshot_times.append((time.perf_counter() - start) / 200)
 
+    # Its parts: the copy into the flat buffers, and the finiteness flag of the copy.
+    slot = model._snapshot._slots[0]
+    tensors = model._snapshot._collect()[0]
+    part_times: dict[str, list[float]] = {"collect": [], "copy": [], "flag": []}
+    parts = {
+        "collect": model._snapshot._collect,
+        "copy": lambda: th._foreach_copy_(slot.views, tensors),
+        "flag": slot.all_finite,
+    }
+    for _ in range(args.repeats):
+        for name, part in parts.items():
+            start = time.perf_counter()
+            for _ in range(200):
+                part()
+            part_times[name].append((time.perf_counter() - start) / 200)
+
     result = {
         "what": "seconds per model.train(gradient_steps, batch_size) with check_finite on vs off, same process",
         "command": "python benchmarks/check_finite_cost.py " + " ".join(sys.argv[1:]),
@@ -100,6 +116,7 @@ def main() -> None:
         "snapshot": {
             "bytes": model._snapshot.nbytes(),
             **{k.replace("_ms", "_us"): 1e3 * v for k, v in summary(snapshot_times).items()},
+            "parts_median_us": {name: 1e6 * statistics.median(times) for name, times in part_times.items()},
         },
         "machine": {
             "platform": platform.platform(),
@@ -120,6 +137,7 @@ def main() -> None:
             f"ratio {case['ratio_median']:.3f} (median), {case['ratio_min']:.3f} (min)"
         )
     print(f"snapshot: {result['snapshot']['bytes'] / 1e6:.2f} MB, {result['snapshot']['median_us']:.0f} us per take (median)")
+    print(f"snapshot parts (median us): {result['snapshot']['parts_median_us']}")
     print(f"wrote {args.output}")
 
 
