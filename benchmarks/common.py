@@ -105,16 +105,17 @@ def provenance() -> dict[str, Any]:
 
 def footer_text(meta: dict[str, Any]) -> str:
     m = meta["machine"]
+    dirty = " (+ uncommitted sb3_wpo changes)" if meta.get("sb3_wpo_uncommitted_changes") else ""
     return (
-        f"{meta['command']}  |  commit {meta['commit']}  |  {m['cpu']} ({m['cpu_count']} cores), "
-        f"torch {m['torch']}, 1 thread  |  {meta['date_utc']} UTC"
+        f"{meta['command']}  |  commit {meta['commit']}{dirty}\n"
+        f"{m['cpu']} ({m['cpu_count']} cores), torch {m['torch']}, 1 thread  |  {meta['date_utc']} UTC"
     )
 
 
 def save_figure(fig: Any, path: Path, meta: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
-    fig.text(0.5, 0.005, footer_text(meta), ha="center", va="bottom", fontsize=7, color="0.35")
+    fig.text(0.5, 0.004, footer_text(meta), ha="center", va="bottom", fontsize=7, color="0.35", wrap=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 

@@ -270,7 +270,7 @@ def plot(records: list[dict[str, Any]], summary: dict[str, Any], path: Path, met
     _vs_epsilon_panels(axes, summary, records)
     _over_training_panels(axes, records)
     fig.suptitle("WPO ε_mean sweep on Pendulum-v1 (20k steps)")
-    fig.tight_layout(rect=(0, 0.025, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     common.save_figure(fig, path, meta)
 
 

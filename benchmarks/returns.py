@@ -166,7 +166,7 @@ def plot_curves(records: list[dict[str, Any]], out: Path, meta: dict[str, Any]) 
         ax.set_title(f"{env_id}: mean and 95% bootstrap interval over seeds")
         ax.legend(loc="lower right")
         ax.grid(alpha=0.3)
-        fig.subplots_adjust(bottom=0.14)
+        fig.subplots_adjust(bottom=0.17)
         path = out / f"curves_{env_id}.png"
         common.save_figure(fig, path, meta)
         paths.append(path)

@@ -440,7 +440,7 @@ def plot(results: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
         f"{h['wall_median']:.2f} (median), load avg before {results['load_before']} after {results['load_after']}",
         fontsize=11,
     )
-    fig.tight_layout(rect=(0, 0.02, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.035, 1, 0.97))
     common.save_figure(fig, path, meta)
 
 
