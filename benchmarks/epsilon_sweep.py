@@ -163,7 +163,7 @@ def summarize(records: list[dict[str, Any]], threshold: float) -> dict[str, Any]
                     "n_seeds": len(runs),
                     "final_mean": mean,
                     "final_std": float(np.nanstd(finals)),
-                    "cv": float(np.nanstd(finals) / abs(mean)) if mean else None,
+                    "cv": float(np.nanstd(finals) / abs(mean)) if mean and len(runs) > 1 else None,  # undefined for 1 seed
                     "kl_mean_measured": float(np.nanmean(kl_means)),
                     "kl_mean_over_eps": float(np.nanmean(kl_means) / epsilon),
                     "kl_mean_within_2eps": bool(np.nanmean(kl_means) <= 2 * epsilon),
