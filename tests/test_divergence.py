@@ -13,6 +13,7 @@ from gymnasium import spaces
 from stable_baselines3.common.callbacks import CheckpointCallback
 
 from sb3_wpo import WPO, DivergenceError
+from helpers import assert_same
 
 TINY = dict(
     buffer_size=1_000,
@@ -67,21 +68,6 @@ def training_state(model: WPO) -> dict[str, Any]:
     if model.dual_optimizer is not None:
         state["dual_optimizer"] = model.dual_optimizer.state_dict()
     return copy.deepcopy(state)
-
-
-def assert_same(a: Any, b: Any, where: str = "") -> None:
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same(a[key], b[key], f"{where}/{key}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, th.Tensor):
-        assert th.equal(a, b), where
-    else:
-        assert a == b, where
 
 
 def all_parameters_finite(model: WPO) -> bool:

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 
 from sb3_wpo import WPO, find_latest_checkpoint
+from helpers import assert_same
 
 ENV_ID = "Pendulum-v1"
 TINY = dict(
@@ -46,23 +46,6 @@ def training_state(model: WPO) -> dict[str, Any]:
             "buffer_rewards": model.replay_buffer.rewards[: model.replay_buffer.size()],
         }
     )
-
-
-def assert_same(a: Any, b: Any, where: str = "") -> None:
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same(a[key], b[key], f"{where}/{key}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, th.Tensor):
-        assert th.equal(a, b), where
-    elif isinstance(a, np.ndarray):
-        np.testing.assert_array_equal(a, b, err_msg=where)
-    else:
-        assert a == b, where
 
 
 class RecordingCheckpoint(CheckpointCallback):

@@ -1,0 +1,24 @@
+"""Assertions shared by the tests."""
+
+from typing import Any
+
+import numpy as np
+import torch as th
+
+
+def assert_same(a: Any, b: Any, where: str = "") -> None:
+    """Exact equality of nested dicts, lists, tensors and arrays (state and optimizer dicts); names the first difference."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, th.Tensor):
+        assert th.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    else:
+        assert a == b, where
