@@ -5,7 +5,8 @@ Cells: configuration × mode × ε_mean.
   setup (target_update_interval 100, tau 1, policy and critic net_arch [256, 256, 256] with layer_norm=True,
   buffer 1e6, n_steps 5);
 - modes: "soft" = fixed α (dual_learning_rate 0, α from the entry), "hard" = learned duals (dual_learning_rate
-  1e-2, init_log_alpha_std at WPO's default);
+  1e-2, the reference's dual Adam learning rate; init_log_alpha_std at WPO's default), "hard-fast" = the same with
+  dual_learning_rate 1e-1 (does a dual that reacts faster keep the KL within 2ε?);
 - ε_mean in {0.001, 0.005, 0.01, 0.02, 0.05}.
 Each run records its final deterministic evaluation return and, after every train() call, WPO's measured
 train/kl_mean, kl_std, alpha_mean, alpha_std, pi_std_min, pi_std_max (binned over 500 steps). Runs are appended to
@@ -39,13 +40,14 @@ PAPER = dict(
     policy_kwargs=dict(net_arch=[256, 256, 256], layer_norm=True),
 )
 WPO_DEFAULT_INIT_LOG_ALPHA_STD = 10_000.0
+DUAL_LEARNING_RATES = {"soft": 0.0, "hard": 1e-2, "hard-fast": 1e-1}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="Pendulum-v1")
     parser.add_argument("--epsilons", nargs="+", type=float, default=list(EPSILONS))
-    parser.add_argument("--modes", nargs="+", default=["soft", "hard"], choices=["soft", "hard"])
+    parser.add_argument("--modes", nargs="+", default=["soft", "hard"], choices=list(DUAL_LEARNING_RATES))
     parser.add_argument("--configs", nargs="+", default=["ours", "paper"], choices=["ours", "paper"])
     parser.add_argument("--seeds", nargs="+", default=["0-4"])
     parser.add_argument("--steps", type=int, default=20_000)
@@ -67,10 +69,8 @@ def cell_overrides(config: str, mode: str, epsilon: float, entry: dict[str, Any]
     if config == "paper":
         overrides.update(PAPER)
         overrides["policy_kwargs"] = dict(PAPER["policy_kwargs"])
-    if mode == "soft":
-        overrides["dual_learning_rate"] = 0.0
-    else:
-        overrides["dual_learning_rate"] = 1e-2
+    overrides["dual_learning_rate"] = DUAL_LEARNING_RATES[mode]
+    if mode != "soft":
         overrides["init_log_alpha_std"] = WPO_DEFAULT_INIT_LOG_ALPHA_STD
     return overrides
 
@@ -195,6 +195,7 @@ def markdown_tables(summary: dict[str, Any]) -> str:
 
 STYLE = {("ours", "soft"): ("tab:blue", "-"), ("ours", "hard"): ("tab:red", "-")}
 STYLE.update({("paper", "soft"): ("tab:cyan", "--"), ("paper", "hard"): ("tab:orange", "--")})
+STYLE.update({("ours", "hard-fast"): ("tab:purple", "-"), ("paper", "hard-fast"): ("tab:pink", "--")})
 
 
 def _vs_epsilon_panels(axes: Any, summary: dict[str, Any], records: list[dict[str, Any]]) -> None:
@@ -237,7 +238,7 @@ def _over_training_panels(axes: Any, records: list[dict[str, Any]]) -> None:
     cmap = plt.get_cmap("viridis")
     colors = {eps: cmap(i / max(len(epsilons) - 1, 1)) for i, eps in enumerate(epsilons)}
     for (config, mode), by_eps in sorted(cells_of(records).items()):
-        ls = STYLE[(config, mode)][1] if mode == "hard" else ":"
+        ls = STYLE[(config, mode)][1] if mode != "soft" else ":"
         for epsilon, runs in sorted(by_eps.items()):
             runs = [r for r in runs if r["train_stats"]]
             if not runs:
@@ -249,7 +250,7 @@ def _over_training_panels(axes: Any, records: list[dict[str, Any]]) -> None:
                 [[0.5 * (p["pi_std_min"] + p["pi_std_max"]) for p in r["train_stats"][:length]] for r in runs], axis=0
             )
             label = f"{config}/{mode} ε={epsilon:g}"
-            if mode == "hard":
+            if mode != "soft":
                 axes[4].plot(steps, alpha, color=colors[epsilon], ls=ls, label=label)
             axes[5].plot(steps, pi_std, color=colors[epsilon], ls=ls, label=label)
     axes[4].set_title("α_mean over training (hard mode, learned; mean over seeds)", fontsize=10)
