@@ -336,6 +336,9 @@ def train_and_evaluate(spec: dict[str, Any]) -> dict[str, Any]:
     from stable_baselines3.common.env_util import make_vec_env
 
     th.set_num_threads(1)
+    # the code this run imports: HEAD and whether sb3_wpo/ had uncommitted edits when the run started
+    started = {"commit": git_commit(), "sb3_wpo_uncommitted_changes": sb3_wpo_dirty(), "load_average_start": load_average()}
+    started["started_utc"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     algo, env_id, seed = spec["algo"], spec["env_id"], spec["seed"]
     env = make_vec_env(env_id, n_envs=1, seed=seed)
     eval_env = Monitor(gym.make(env_id))
@@ -365,7 +368,7 @@ def train_and_evaluate(spec: dict[str, Any]) -> dict[str, Any]:
             "train_means": recorder.train_means(),
             "final_return": recorder.curve[-1]["eval_mean"] if recorder.curve and error is None else float("nan"),
             "error": error,
-            "commit": git_commit(),
+            **started,
         }
     )
     env.close()
