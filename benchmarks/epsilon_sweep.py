@@ -142,6 +142,12 @@ def cells_of(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[float,
     return cells
 
 
+def late_mean(record: dict[str, Any], key: str, steps_from: float) -> float:
+    """Mean of a train/* statistic over the bins recorded after ``steps_from`` environment steps."""
+    values = [p[key] for p in record["train_stats"] if p["timesteps"] > steps_from]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def summarize(records: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
     rows = []
     for (config, mode), by_eps in sorted(cells_of(records).items()):
@@ -150,6 +156,7 @@ def summarize(records: list[dict[str, Any]], threshold: float) -> dict[str, Any]
             finals = np.array([r["final_return"] for r in runs], dtype=float)
             kl_means = np.array([r["train_means"].get("kl_mean", np.nan) for r in runs])
             kl_stds = np.array([r["train_means"].get("kl_std", np.nan) for r in runs])
+            kl_means_late = np.array([late_mean(r, "kl_mean", steps_from=0.9 * r["steps"]) for r in runs])
             mean = float(np.nanmean(finals))
             rows.append(
                 {
@@ -167,6 +174,7 @@ def summarize(records: list[dict[str, Any]], threshold: float) -> dict[str, Any]
                     "kl_mean_measured": float(np.nanmean(kl_means)),
                     "kl_mean_over_eps": float(np.nanmean(kl_means) / epsilon),
                     "kl_mean_within_2eps": bool(np.nanmean(kl_means) <= 2 * epsilon),
+                    "kl_mean_last10pct_over_eps": float(np.nanmean(kl_means_late) / epsilon),
                     "kl_std_measured": float(np.nanmean(kl_stds)),
                     "alpha_mean_final": float(
                         np.nanmean([r["train_stats"][-1]["alpha_mean"] for r in runs if r["train_stats"]])
@@ -180,15 +188,16 @@ def summarize(records: list[dict[str, Any]], threshold: float) -> dict[str, Any]
 def markdown_tables(summary: dict[str, Any]) -> str:
     lines = [
         "| config | mode | ε_mean | seeds | success (final ≥ −200) | final return mean ± std | CV | measured KL_mean "
-        "(mean over training) | KL_mean / ε | KL_std | α_mean at end |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "(mean over training) | KL_mean / ε | KL_mean / ε, last 10% of steps | KL_std | α_mean at end |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in summary["cells"]:
         cv = "—" if c["cv"] is None else f"{c['cv']:.2f}"
         lines.append(
             f"| {c['config']} | {c['mode']} | {c['epsilon_mean']:g} | {c['n_seeds']} | {c['n_success']}/{c['n_seeds']} | "
             f"{c['final_mean']:.1f} ± {c['final_std']:.1f} | {cv} | {c['kl_mean_measured']:.3g} | "
-            f"{c['kl_mean_over_eps']:.2f} | {c['kl_std_measured']:.3g} | {c['alpha_mean_final']:.3g} |"
+            f"{c['kl_mean_over_eps']:.2f} | {c['kl_mean_last10pct_over_eps']:.2f} | {c['kl_std_measured']:.3g} | "
+            f"{c['alpha_mean_final']:.3g} |"
         )
     return "\n".join(lines) + "\n"
 
