@@ -1,0 +1,140 @@
+"""The benchmark tooling computes what its results pages claim: zoo hyperparameters parsed as rl-zoo3 parses them,
+sweep cells built as documented, success rates and KL ratios counted right, a run record complete."""
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import common
+import epsilon_sweep
+from returns import parse_seeds
+
+
+def test_parse_seeds():
+    assert parse_seeds(["0-2", "5,7", "9"]) == [0, 1, 2, 5, 7, 9]
+
+
+def rl_zoo3_model_kwargs(algo: str, env_id: str, tmp_path: Path) -> dict[str, Any]:
+    """The model kwargs rl-zoo3's own ExperimentManager builds for a zoo entry."""
+    from rl_zoo3.exp_manager import ExperimentManager
+    from stable_baselines3.common.env_util import make_vec_env
+
+    manager = ExperimentManager(argparse.Namespace(), algo, env_id, str(tmp_path), verbose=0)
+    hyperparams, saved = manager.read_hyperparameters()
+    hyperparams, *_ = manager._preprocess_hyperparams(hyperparams)
+    return manager._preprocess_action_noise(hyperparams, saved, make_vec_env(env_id))
+
+
+SCHEDULES = ("learning_rate", "clip_range", "clip_range_vf")  # a constant or a schedule: compare their values
+
+
+def comparable(key: str, value: Any) -> Any:
+    if key in SCHEDULES:
+        return [value(p) if callable(value) else value for p in (1.0, 0.5, 0.0)]
+    if hasattr(value, "_sigma"):  # action noise
+        return type(value).__name__, value._mu.tolist(), value._sigma.tolist()
+    return value
+
+
+@pytest.mark.parametrize(
+    "algo, env_id",
+    [("sac", "Pendulum-v1"), ("td3", "Pendulum-v1"), ("tqc", "Pendulum-v1"), ("sac", "LunarLanderContinuous-v3")],
+)
+def test_zoo_entries_parsed_as_rl_zoo3_does(algo, env_id, tmp_path):
+    expected = rl_zoo3_model_kwargs(algo, env_id, tmp_path)
+    ours, _ = common.preprocess_hyperparams(common.raw_hyperparams(algo, env_id), gym.make(env_id))
+    assert set(ours) == set(expected)
+    for key in expected:
+        assert comparable(key, ours[key]) == comparable(key, expected[key]), key
+
+
+def test_sweep_cells_are_the_documented_settings():
+    args = argparse.Namespace(env="Pendulum-v1", seeds=["0"], configs=["ours", "paper"], steps=1000, eval_freq=500)
+    args.modes, args.epsilons, args.n_eval_episodes = ["soft", "hard", "hard-fast"], [0.005], 2
+    specs = {spec["cell"]: spec for spec in epsilon_sweep.make_specs(args, done={("ours/soft/0.005", 0, 1000)})}
+    assert set(specs) == {f"{c}/{m}/0.005" for c in ("ours", "paper") for m in ("soft", "hard", "hard-fast")} - {
+        "ours/soft/0.005"  # already recorded: skipped
+    }
+    dual_lrs = {cell: spec["overrides"]["dual_learning_rate"] for cell, spec in specs.items()}
+    assert dual_lrs["paper/soft/0.005"] == 0.0 and "init_log_alpha_std" not in specs["paper/soft/0.005"]["overrides"]
+    assert dual_lrs["ours/hard/0.005"] == 1e-2 and dual_lrs["ours/hard-fast/0.005"] == 1e-1
+    assert specs["ours/hard/0.005"]["overrides"]["init_log_alpha_std"] == 10_000.0
+    assert all(spec["overrides"]["epsilon_mean"] == 0.005 for spec in specs.values())
+    paper = specs["paper/hard/0.005"]["overrides"]
+    assert paper["policy_kwargs"]["net_arch"] == [256, 256, 256] and paper["policy_kwargs"]["layer_norm"] is True
+    assert (paper["target_update_interval"], paper["tau"], paper["buffer_size"]) == (100, 1.0, 1_000_000)
+    assert "net_arch" not in specs["ours/hard/0.005"]["overrides"].get("policy_kwargs", {})
+
+
+def fake_run(cell: str, seed: int, final: float, kl: float, kl_late: float) -> dict[str, Any]:
+    stats = [
+        {"timesteps": t, "kl_mean": kl_late if t > 900 else kl, "alpha_mean": 2.0, "pi_std_min": 0.5, "pi_std_max": 0.5}
+        for t in range(100, 1100, 100)
+    ]
+    return dict(
+        cell=cell,
+        seed=seed,
+        steps=1000,
+        final_return=final,
+        train_stats=stats,
+        train_means={"kl_mean": kl, "kl_std": 1e-6},
+    )
+
+
+def test_sweep_summary_counts_success_and_kl_ratios():
+    records = [
+        fake_run("ours/hard/0.01", 0, -150.0, 0.05, 0.01),
+        fake_run("ours/hard/0.01", 1, -250.0, 0.03, 0.03),
+        fake_run("ours/hard/0.01", 2, float("nan"), 0.04, 0.02),  # a diverged run is a failure
+        fake_run("ours/soft/0.02", 0, -200.0, 0.01, 0.01),  # the threshold counts as success
+    ]
+    cells = {(c["mode"], c["epsilon_mean"]): c for c in epsilon_sweep.summarize(records, threshold=-200.0)["cells"]}
+    hard, soft = cells[("hard", 0.01)], cells[("soft", 0.02)]
+    assert (hard["n_success"], hard["n_seeds"], soft["n_success"]) == (1, 3, 1)
+    assert hard["final_mean"] == pytest.approx(-200.0)
+    assert hard["kl_mean_over_eps"] == pytest.approx(4.0)
+    assert hard["kl_mean_last10pct_over_eps"] == pytest.approx(2.0)
+    assert not hard["kl_mean_within_2eps"] and soft["kl_mean_within_2eps"]
+    assert soft["cv"] is None  # undefined for one seed
+
+
+def test_bootstrap_interval_brackets_the_mean():
+    values = np.random.default_rng(0).normal(-150, 20, size=10)
+    low, high = common.bootstrap_ci(values)
+    assert low < values.mean() < high
+    assert (low, high) == common.bootstrap_ci(values)  # seeded: the published interval is reproducible
+    assert high - low < 4 * values.std()
+
+
+@pytest.mark.slow
+def test_a_run_records_curve_and_wpo_statistics():
+    spec = dict(
+        name="wpo_test",
+        algo="wpo",
+        env_id="Pendulum-v1",
+        seed=0,
+        steps=600,
+        hyperparams=common.raw_hyperparams("wpo", "Pendulum-v1"),
+        overrides=dict(learning_starts=200, buffer_size=1000),
+        eval_freq=200,
+        n_eval_episodes=1,
+        train_keys=common.WPO_TRAIN_KEYS,
+        train_bin=200,
+    )
+    record = common.train_and_evaluate(spec)
+    th.set_num_threads(1)
+    assert record["error"] is None
+    assert [point["timesteps"] for point in record["curve"]] == [200, 400, 600]
+    assert record["final_return"] == record["curve"][-1]["eval_mean"] and math.isfinite(record["final_return"])
+    assert record["train_stats"] and set(common.WPO_TRAIN_KEYS) <= set(record["train_stats"][-1])
+    assert record["train_means"]["alpha_mean"] == pytest.approx(math.log1p(math.e**0) + 1e-8, rel=1e-4)
+    assert record["hyperparams"]["learning_starts"] == 200 and len(record["commit"]) >= 7
