@@ -184,9 +184,11 @@ class Critic(BaseModel):
         return th.cat([q_net(qvalue_input) for q_net in self.q_networks], dim=-1)
 
     @staticmethod
-    def _q_of_samples(q_net: nn.Sequential, features: th.Tensor, actions: th.Tensor) -> th.Tensor:
+    def _q_of_samples(q_net: nn.Module, features: th.Tensor, actions: th.Tensor) -> th.Tensor:
         """Q of [N, B, D] actions: the same function as ``q_net(cat([features, actions]))``, split at the first layer."""
+        assert isinstance(q_net, nn.Sequential)
         first_layer = q_net[0]
+        assert isinstance(first_layer, nn.Linear)
         features_dim = features.shape[-1]
         state_part = F.linear(features, first_layer.weight[:, :features_dim], first_layer.bias)  # [B, H]
         action_part = F.linear(actions, first_layer.weight[:, features_dim:])  # [N, B, H]
