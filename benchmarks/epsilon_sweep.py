@@ -157,6 +157,7 @@ def summarize(records: list[dict[str, Any]], threshold: float) -> dict[str, Any]
             kl_means = np.array([r["train_means"].get("kl_mean", np.nan) for r in runs])
             kl_stds = np.array([r["train_means"].get("kl_std", np.nan) for r in runs])
             kl_means_late = np.array([late_mean(r, "kl_mean", steps_from=0.9 * r["steps"]) for r in runs])
+            last3 = np.array([np.mean([c["eval_mean"] for c in r["curve"][-3:]]) if r.get("curve") else np.nan for r in runs])
             mean = float(np.nanmean(finals))
             rows.append(
                 {
@@ -167,6 +168,7 @@ def summarize(records: list[dict[str, Any]], threshold: float) -> dict[str, Any]
                     "sources": sorted({r.get("source", "epsilon_sweep.py") for r in runs}),
                     "final_returns": [round(float(x), 1) for x in finals],
                     "n_success": int((np.nan_to_num(finals, nan=-np.inf) >= threshold).sum()),
+                    "n_success_last3": int((np.nan_to_num(last3, nan=-np.inf) >= threshold).sum()),  # less eval noise
                     "n_seeds": len(runs),
                     "final_mean": mean,
                     "final_std": float(np.nanstd(finals)),
@@ -187,14 +189,16 @@ def summarize(records: list[dict[str, Any]], threshold: float) -> dict[str, Any]
 
 def markdown_tables(summary: dict[str, Any]) -> str:
     lines = [
-        "| config | mode | ε_mean | seeds | success (final ≥ −200) | final return mean ± std | CV | measured KL_mean "
-        "(mean over training) | KL_mean / ε | KL_mean / ε, last 10% of steps | KL_std | α_mean at end |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| config | mode | ε_mean | seeds | success (final ≥ −200) | success (mean of last 3 evals ≥ −200) | final return "
+        "mean ± std | CV | measured KL_mean (mean over training) | KL_mean / ε | KL_mean / ε, last 10% of steps | KL_std | "
+        "α_mean at end |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in summary["cells"]:
         cv = "—" if c["cv"] is None else f"{c['cv']:.2f}"
         lines.append(
             f"| {c['config']} | {c['mode']} | {c['epsilon_mean']:g} | {c['n_seeds']} | {c['n_success']}/{c['n_seeds']} | "
+            f"{c['n_success_last3']}/{c['n_seeds']} | "
             f"{c['final_mean']:.1f} ± {c['final_std']:.1f} | {cv} | {c['kl_mean_measured']:.3g} | "
             f"{c['kl_mean_over_eps']:.2f} | {c['kl_mean_last10pct_over_eps']:.2f} | {c['kl_std_measured']:.3g} | "
             f"{c['alpha_mean_final']:.3g} |"

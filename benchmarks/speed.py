@@ -12,7 +12,10 @@ Parts (all in one run, algorithms interleaved across repeats, min and median ove
    full WPO update on HalfCheetah-v5 (D=6) with ``sb3_wpo.wpo.wpo_loss`` switched to ``score_method="autograd"``;
 6. cost of one WPO update as a function of num_samples N in {1, 4, 8, 20} and batch size in {64, 256, 1024};
 7. torch.profiler table of WPO updates at the shipped Pendulum settings (results/profile_update.txt);
-8. matmul FLOPs of one WPO update (formula in ``wpo_update_flops``) and the achieved fraction of the measured
+8. the critic's first layer on N sampled actions per state: split (state half once per state, the shipped path)
+   against the concatenated input (state half recomputed for each sample), full WPO updates on each env and on
+   Humanoid-v5 (obs_dim 348), where the state half dominates;
+9. matmul FLOPs of one WPO update (formula in ``wpo_update_flops``) and the achieved fraction of the measured
    matmul throughput.
 
     python benchmarks/speed.py            # full run (about 10 minutes on an idle 2-core machine)
@@ -182,21 +185,24 @@ def wpo_update_flops(obs_dim: int, act_dim: int, hidden: list[int], n: int, batc
     """Matmul FLOPs of one WPO update (biases, activations, LayerNorm, Adam ignored).
 
     F_c = critic forward per row (obs+act → hidden → 1), F_a = actor forward per row (obs → hidden → 2·act).
+    On N sampled actions per state the critic's first layer is split: its state half F_s = 2·obs·hidden[0] runs once
+    per state, the rest F_n = F_c − F_s once per sample.
     A backward pass costs 2·F (weight and input gradients) when both are needed, F when only one is.
       critic target:  target actor fwd on B next states        F_a·B
-                      target critic fwd on N·B rows            n_critics·F_c·N·B
+                      target critic fwd on N·B rows            n_critics·(F_n·N·B + F_s·B)
       critic loss:    critic fwd + bwd (weight grads) on B     n_critics·(F_c + F_c)·B   (input grads not needed)
-      ∇a Q:           critic fwd + bwd (input grads only)      n_critics·(F_c + F_c)·N·B
+      ∇a Q:           critic fwd + bwd (action grads only)     n_critics·(2·F_n·N·B + F_s·B)
       actor:          online fwd + target fwd + bwd (weights)  (F_a + F_a + F_a)·B
-    total = n_critics·F_c·(3·N·B + 2·B) + 3·F_a·B + F_a·B
     """
     f_c = mlp_flops([obs_dim + act_dim, *hidden, 1])
+    f_s = 2 * obs_dim * hidden[0]
+    f_n = f_c - f_s
     f_a = mlp_flops([obs_dim, *hidden, 2 * act_dim])
     parts = {
         "target_actor_fwd": f_a * batch,
-        "target_critic_fwd_NB": n_critics * f_c * n * batch,
+        "target_critic_fwd_NB": n_critics * (f_n * n + f_s) * batch,
         "critic_fwd_bwd_B": n_critics * 2 * f_c * batch,
-        "dQda_fwd_bwd_NB": n_critics * 2 * f_c * n * batch,
+        "dQda_fwd_bwd_NB": n_critics * (2 * f_n * n + f_s) * batch,
         "actor_fwd_target_fwd_bwd_B": 3 * f_a * batch,
     }
     return {"per_row_critic_fwd": f_c, "per_row_actor_fwd": f_a, "parts": parts, "total": sum(parts.values())}
@@ -297,6 +303,43 @@ def part_score_method(args: argparse.Namespace, fill: int) -> dict[str, Any]:
     }
 
 
+def concat_q_of_samples(q_net: Any, features: th.Tensor, actions: th.Tensor) -> th.Tensor:
+    """The critic on [N, B, D] actions before the split: the state half of the first layer recomputed per sample."""
+    return q_net(th.cat([features.expand(actions.shape[0], *features.shape), actions], dim=-1))
+
+
+def part_critic_split(args: argparse.Namespace, fill: int) -> dict[str, Any]:
+    from sb3_wpo.policies import Critic
+
+    split_q_of_samples = Critic._q_of_samples
+    results = {}
+    for env_id in dict.fromkeys([*args.envs, "Humanoid-v5"]):
+        model = filled(make_model("wpo", env_id, args.seed, fill), fill)
+
+        def update_with(q_of_samples: Callable[..., th.Tensor], model: Any = model) -> Callable[[], None]:
+            def run() -> None:
+                Critic._q_of_samples = staticmethod(q_of_samples)  # type: ignore[method-assign]
+                try:
+                    model.train(gradient_steps=args.updates, batch_size=256)
+                finally:
+                    Critic._q_of_samples = staticmethod(split_q_of_samples)  # type: ignore[method-assign]
+
+            return run
+
+        model.train(gradient_steps=2, batch_size=256)  # warm-up
+        tasks = {"split (shipped)": update_with(split_q_of_samples), "concatenated": update_with(concat_q_of_samples)}
+        timings = interleaved(tasks, args.repeats, args.updates)
+        results[env_id] = {
+            "obs_dim": int(np.prod(model.observation_space.shape)),
+            "wpo_num_samples": model.num_samples,
+            "per_update_s": timings,
+            "ratio_split_over_concatenated": ratio(timings["split (shipped)"], timings["concatenated"]),
+        }
+        r = results[env_id]["ratio_split_over_concatenated"]
+        print(f"  critic split {env_id}: split/concatenated per update = {r['wall_median']:.2f} (wall median)")
+    return results
+
+
 def part_grid(args: argparse.Namespace, fill: int, peak: float) -> dict[str, Any]:
     env_id = "Pendulum-v1"
     rows = []
@@ -391,7 +434,7 @@ def _bars(ax: Any, groups: dict[str, dict[str, Any]], key: str, scale: float, yl
 def plot(results: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(14, 10))
+    fig, axes = plt.subplots(2, 3, figsize=(20, 10))
     axes = axes.flatten()
     _bars(
         axes[0],
@@ -434,6 +477,15 @@ def plot(results: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
     axes[3].set_ylabel("ms (median)")
     axes[3].set_title("closed-form Gaussian score vs autograd (double backward)", fontsize=10)
     axes[3].legend(fontsize=8)
+    _bars(
+        axes[4],
+        {f"{e}\nobs_dim {r['obs_dim']}": r["per_update_s"] for e, r in results["critic_split"].items()},
+        "wall",
+        1e3,
+        "ms per WPO update",
+        "critic on N sampled actions: first layer split vs concatenated input",
+    )
+    axes[5].axis("off")
     h = results["headline"]["ratio_WPO_over_SAC"]
     fig.suptitle(
         f"WPO vs SAC/TD3 speed, 1 torch thread. Shipped Pendulum: WPO/SAC wall-clock per env step = "
@@ -454,7 +506,7 @@ def main() -> None:
     fill = 300 if args.quick else 2000
     results: dict[str, Any] = {"meta": meta, "load_before": common.load_average(), "args": vars(args) | {"out": str(args.out)}}
     print(f"load average before: {results['load_before']}")
-    steps = ["matmul", "updates", "learn", "headline", "score_method", "grid", "profile"]
+    steps = ["matmul", "updates", "learn", "headline", "score_method", "critic_split", "grid", "profile"]
     for step in tqdm(steps, desc="speed parts", file=sys.stdout):
         start = time.perf_counter()
         if step == "matmul":
@@ -467,6 +519,8 @@ def main() -> None:
             results["headline"] = part_headline(args)
         elif step == "score_method":
             results["score_method"] = part_score_method(args, fill)
+        elif step == "critic_split":
+            results["critic_split"] = part_critic_split(args, fill)
         elif step == "grid":
             results["grid"] = part_grid(args, fill, results["matmul"]["square_2048"]["gflops_best"])
         elif step == "profile":

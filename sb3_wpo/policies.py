@@ -139,7 +139,8 @@ class Critic(BaseModel):
     """``n_critics`` Q-networks that evaluate one or many actions per state.
 
     ``forward(obs [B, ...], actions [B, D] or [N, B, D])`` returns Q of shape [B, n_critics] or
-    [N, B, n_critics]; the features of each state are extracted once, not N times.
+    [N, B, n_critics]. For N actions per state, the features and the first layer's feature half
+    (W_s·s + b) are computed once per state, not N times: only W_a·a is per sample.
     """
 
     features_extractor: BaseFeaturesExtractor
@@ -178,9 +179,20 @@ class Critic(BaseModel):
         with th.no_grad() if self.share_features_extractor else nullcontext():
             features = self.extract_features(obs, self.features_extractor)
         if actions.dim() == 3:
-            features = features.expand(actions.shape[0], *features.shape)
+            return th.cat([self._q_of_samples(q_net, features, actions) for q_net in self.q_networks], dim=-1)
         qvalue_input = th.cat([features, actions], dim=-1)
         return th.cat([q_net(qvalue_input) for q_net in self.q_networks], dim=-1)
+
+    @staticmethod
+    def _q_of_samples(q_net: nn.Module, features: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """Q of [N, B, D] actions: the same function as ``q_net(cat([features, actions]))``, split at the first layer."""
+        assert isinstance(q_net, nn.Sequential)
+        first_layer = q_net[0]
+        assert isinstance(first_layer, nn.Linear)
+        features_dim = features.shape[-1]
+        state_part = F.linear(features, first_layer.weight[:, :features_dim], first_layer.bias)  # [B, H]
+        action_part = F.linear(actions, first_layer.weight[:, features_dim:])  # [N, B, H]
+        return q_net[1:](action_part + state_part)
 
 
 class WPOPolicy(BasePolicy):

@@ -4,6 +4,7 @@ import io
 import math
 import os
 import pathlib
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -53,6 +54,7 @@ from sb3_wpo.validation import (
 SelfWPO = TypeVar("SelfWPO", bound="WPO")
 
 TARGET_AGGREGATIONS = ("mean", "max")
+DEFAULT_EPSILON_MEAN, DEFAULT_EPSILON_STD = 0.01, 1e-6
 
 
 def _check_train_freq(name: str, value: Any) -> None:
@@ -136,8 +138,9 @@ class WPO(OffPolicyAlgorithm):
     :param n_steps: n-step returns (the reference uses 5) through SB3's ``NStepReplayBuffer``
     :param num_samples: actions sampled from the policy per replay state (N), for the policy loss and for
         the critic's target value
-    :param epsilon_mean: KL bound of the mean part of the policy update
-    :param epsilon_std: KL bound of the std part of the policy update
+    :param epsilon_mean: KL bound of the mean part of the policy update; acts only through learned duals
+        (``dual_learning_rate > 0``): with a fixed α the penalty is α·KL and ε plays no role
+    :param epsilon_std: KL bound of the std part of the policy update (same caveat)
     :param init_log_alpha_mean: initial log-dual of the mean KL (α = softplus(log α) + 1e-8)
     :param init_log_alpha_std: initial log-dual of the std KL; the reference's 10000 makes the std move slowly
     :param dual_learning_rate: Adam learning rate of the duals; 0 keeps α fixed (a soft KL penalty, the
@@ -190,8 +193,8 @@ class WPO(OffPolicyAlgorithm):
         optimize_memory_usage: bool = False,
         n_steps: int = 1,
         num_samples: int = 8,
-        epsilon_mean: float = 0.01,
-        epsilon_std: float = 1e-6,
+        epsilon_mean: float = DEFAULT_EPSILON_MEAN,
+        epsilon_std: float = DEFAULT_EPSILON_STD,
         init_log_alpha_mean: float = 0.0,
         init_log_alpha_std: float = 10_000.0,
         dual_learning_rate: float = 0.0,
@@ -253,6 +256,14 @@ class WPO(OffPolicyAlgorithm):
         self.check_finite = check_finite
         self.dual_optimizer: th.optim.Optimizer | None = None
         self._validate_arguments()
+        if dual_learning_rate == 0 and (epsilon_mean, epsilon_std) != (DEFAULT_EPSILON_MEAN, DEFAULT_EPSILON_STD):
+            warnings.warn(
+                f"epsilon_mean={epsilon_mean} / epsilon_std={epsilon_std} have no effect with dual_learning_rate=0 "
+                "(a fixed-α soft KL penalty, the default): set dual_learning_rate > 0 (e.g. 0.1) to constrain the KL "
+                "to ε, or init_log_alpha_mean to change the penalty's weight",
+                UserWarning,
+                stacklevel=2,
+            )
         if _init_setup_model:
             self._setup_model()
 

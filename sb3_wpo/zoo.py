@@ -84,7 +84,10 @@ def sample_wpo_params(trial: Any, n_actions: int, n_envs: int, additional_args: 
     learning_rate = trial.suggest_float("learning_rate", 1e-5, 0.002, log=True)
     train_freq = trial.suggest_int("train_freq", 1, 10)
     num_samples = trial.suggest_categorical("num_samples", [4, 8, 20, 32])
-    epsilon_mean = trial.suggest_float("epsilon_mean", 1e-3, 0.1, log=True)
+    # The KL term: a fixed weight α = softplus(init_log_alpha_mean) (soft), or a bound ε tracked by learned duals (hard);
+    # ε alone would be a dead dimension in soft mode.
+    dual_learning_rate = trial.suggest_categorical("dual_learning_rate", [0.0, 0.01, 0.1])
+    init_log_alpha_mean = trial.suggest_float("init_log_alpha_mean", -3.0, 3.0)
     init_std = trial.suggest_float("init_std", 0.1, 1.0, log=True)
     n_steps = trial.suggest_categorical("n_steps", [1, 3, 5])
     target_update_interval = trial.suggest_categorical("target_update_interval", [1, 10, 100, 1000])
@@ -100,12 +103,15 @@ def sample_wpo_params(trial: Any, n_actions: int, n_envs: int, additional_args: 
         "learning_rate": learning_rate,
         "train_freq": train_freq,
         "num_samples": num_samples,
-        "epsilon_mean": epsilon_mean,
+        "dual_learning_rate": dual_learning_rate,
+        "init_log_alpha_mean": init_log_alpha_mean,
         "init_std": init_std,
         "n_steps": n_steps,
         "target_update_interval": target_update_interval,
         "net_arch": net_arch,
     }
+    if dual_learning_rate > 0:
+        hyperparams["epsilon_mean"] = trial.suggest_float("epsilon_mean", 1e-3, 0.1, log=True)
     if additional_args.get("using_her_replay_buffer"):
         from rl_zoo3.hyperparams_opt import sample_her_params
 

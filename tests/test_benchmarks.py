@@ -75,7 +75,7 @@ def test_sweep_cells_are_the_documented_settings():
     assert "net_arch" not in specs["ours/hard/0.005"]["overrides"].get("policy_kwargs", {})
 
 
-def fake_run(cell: str, seed: int, final: float, kl: float, kl_late: float) -> dict[str, Any]:
+def fake_run(cell: str, seed: int, final: float, kl: float, kl_late: float, earlier_evals: float = -150.0) -> dict[str, Any]:
     stats = [
         {"timesteps": t, "kl_mean": kl_late if t > 900 else kl, "alpha_mean": 2.0, "pi_std_min": 0.5, "pi_std_max": 0.5}
         for t in range(100, 1100, 100)
@@ -85,6 +85,7 @@ def fake_run(cell: str, seed: int, final: float, kl: float, kl_late: float) -> d
         seed=seed,
         steps=1000,
         final_return=final,
+        curve=[{"timesteps": t, "eval_mean": earlier_evals} for t in (600, 800)] + [{"timesteps": 1000, "eval_mean": final}],
         train_stats=stats,
         train_means={"kl_mean": kl, "kl_std": 1e-6},
     )
@@ -93,13 +94,14 @@ def fake_run(cell: str, seed: int, final: float, kl: float, kl_late: float) -> d
 def test_sweep_summary_counts_success_and_kl_ratios():
     records = [
         fake_run("ours/hard/0.01", 0, -150.0, 0.05, 0.01),
-        fake_run("ours/hard/0.01", 1, -250.0, 0.03, 0.03),
+        fake_run("ours/hard/0.01", 1, -250.0, 0.03, 0.03),  # a dip at the last evaluation: -183 over the last 3
         fake_run("ours/hard/0.01", 2, float("nan"), 0.04, 0.02),  # a diverged run is a failure
-        fake_run("ours/soft/0.02", 0, -200.0, 0.01, 0.01),  # the threshold counts as success
+        fake_run("ours/soft/0.02", 0, -200.0, 0.01, 0.01, earlier_evals=-300.0),  # the threshold counts as success
     ]
     cells = {(c["mode"], c["epsilon_mean"]): c for c in epsilon_sweep.summarize(records, threshold=-200.0)["cells"]}
     hard, soft = cells[("hard", 0.01)], cells[("soft", 0.02)]
     assert (hard["n_success"], hard["n_seeds"], soft["n_success"]) == (1, 3, 1)
+    assert (hard["n_success_last3"], soft["n_success_last3"]) == (2, 0)
     assert hard["final_mean"] == pytest.approx(-200.0)
     assert hard["kl_mean_over_eps"] == pytest.approx(4.0)
     assert hard["kl_mean_last10pct_over_eps"] == pytest.approx(2.0)

@@ -159,5 +159,5 @@ def test_two_workers_share_one_study(postgres_url, tmp_path):
     assert sorted(numbers) == list(range(N_WORKERS * N_TRIALS)) == sorted(finished[0] | finished[1])
     finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     assert all(trial.state in finished_states for trial in trials), [trial.state for trial in trials]
-    assert {"learning_rate", "num_samples", "epsilon_mean", "net_arch"} <= set(trials[0].params)
+    assert {"learning_rate", "num_samples", "dual_learning_rate", "net_arch"} <= set(trials[0].params)
     assert "command" in study.user_attrs  # saved by the first worker

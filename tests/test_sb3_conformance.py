@@ -603,6 +603,27 @@ def test_same_seed_same_result() -> None:
 
 
 @pytest.mark.parametrize(
+    "policy_kwargs",
+    [dict(net_arch=[16, 8]), dict(net_arch=[16], layer_norm=True, n_critics=2), dict(net_arch=[]), dict(net_arch=[8, 8, 8])],
+)
+def test_critic_of_sampled_actions_matches_one_action_per_state(policy_kwargs: dict) -> None:
+    """The [N, B, D] path (first layer split into a per-state and a per-sample half) is the same function, with the same
+    action-gradient, as evaluating each sample with the plain [B, D] path (float32: equal up to rounding)."""
+    model = make_model(policy_kwargs=policy_kwargs)
+    critic = model.critic
+    obs = th.as_tensor(np.stack([model.observation_space.sample() for _ in range(5)]))
+    actions = th.rand(3, 5, 1, requires_grad=True)
+    per_sample = th.stack([critic(obs, actions[n]) for n in range(3)])
+    batched = critic(obs, actions)
+    assert batched.shape == per_sample.shape == (3, 5, policy_kwargs.get("n_critics", 1))
+    th.testing.assert_close(batched, per_sample, rtol=1e-5, atol=1e-6)
+    (grad_batched,) = th.autograd.grad(batched.sum(), actions)
+    (grad_per_sample,) = th.autograd.grad(per_sample.sum(), actions)
+    th.testing.assert_close(grad_batched, grad_per_sample, rtol=1e-5, atol=1e-6)
+    assert grad_batched.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
     "policy_kwargs, actor_shapes, critic_shapes",
     [
         (dict(net_arch=[16, 8]), [(3, 16), (16, 8), (8, 1), (8, 1)], [(4, 16), (16, 8), (8, 1)]),

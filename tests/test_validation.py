@@ -3,6 +3,7 @@ that names the argument, the value and what is allowed."""
 
 import math
 import re
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -240,7 +241,7 @@ GOOD_EDGE_CASES = [
     dict(learning_rate=lambda progress: 1e-3 * progress),
     dict(train_freq=(2, "episode"), gradient_steps=-1),
     dict(gradient_steps=0, learning_starts=0, seed=0, gamma=1.0, dual_learning_rate=0.0),
-    dict(num_samples=np.int64(3), batch_size=np.int32(4), epsilon_mean=np.float32(0.1)),
+    dict(num_samples=np.int64(3), batch_size=np.int32(4), epsilon_mean=np.float32(0.1), dual_learning_rate=0.1),
     dict(optimize_memory_usage=True, replay_buffer_kwargs=dict(handle_timeout_termination=False)),
     dict(policy_kwargs=dict(net_arch=dict(pi=[8], qf=[8, 8]), min_std=0.0, n_critics=2, layer_norm=True)),
     dict(policy_kwargs=dict(net_arch=[], init_std=1e-3)),
@@ -252,6 +253,18 @@ GOOD_EDGE_CASES = [
 @pytest.mark.parametrize("overrides", GOOD_EDGE_CASES, ids=range(len(GOOD_EDGE_CASES)))
 def test_edge_values_are_accepted(overrides: dict):
     build(**overrides)
+
+
+def test_epsilon_without_learned_duals_warns(tmp_path):
+    """With a fixed α (dual_learning_rate=0) ε never enters the loss: setting it is a silent no-op unless we say so."""
+    with pytest.warns(UserWarning, match=r"epsilon_mean=0.001 .* no effect with dual_learning_rate=0"):
+        model = build(epsilon_mean=0.001)
+    model.save(tmp_path / "model")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build(epsilon_mean=0.001, dual_learning_rate=0.1)
+        build(init_log_alpha_mean=2.0)
+        WPO.load(tmp_path / "model")
 
 
 def test_load_overrides_are_validated(tmp_path):

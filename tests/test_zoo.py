@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -103,15 +104,22 @@ def test_sampler_and_converter():
     """Sampled hyperparameters build a WPO model, and converting a trial's stored params (``--trial-id``) gives
     the same hyperparameters."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    kl_modes = set()
     for _ in range(20):
         trial = study.ask()
         hyperparams = zoo.sample_wpo_params(trial, 1, 1, {"using_her_replay_buffer": False, "her_kwargs": {}})
         assert zoo.convert_wpo_params(trial.params) == hyperparams
         assert hyperparams["gradient_steps"] == hyperparams["train_freq"]
         assert 0.97 <= hyperparams["gamma"] < 1
-        model = WPO("MlpPolicy", "Pendulum-v1", _init_setup_model=False, **hyperparams)
+        # ε is sampled only where it acts (learned duals), so no trial builds a model that warns about a dead ε.
+        assert ("epsilon_mean" in hyperparams) == (hyperparams["dual_learning_rate"] > 0)
+        kl_modes.add(hyperparams["dual_learning_rate"] > 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model = WPO("MlpPolicy", "Pendulum-v1", _init_setup_model=False, **hyperparams)
         assert model.policy_kwargs["net_arch"] in zoo.NET_ARCHS.values()
         study.tell(trial, 0.0)
+    assert kl_modes == {True, False}
 
 
 def test_registered_in_zoo_dicts():
@@ -341,7 +349,8 @@ def test_optimize_and_train_a_trial(tmp_path):
     study = optuna.load_study(study_name="s", storage=optuna.storages.JournalStorage(backend))
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert all(np.isfinite(t.value) for t in study.trials)
-    assert {"learning_rate", "num_samples", "epsilon_mean", "init_std", "net_arch"} <= set(study.trials[1].params)
+    expected = {"learning_rate", "num_samples", "dual_learning_rate", "init_log_alpha_mean", "init_std", "net_arch"}
+    assert expected <= set(study.trials[1].params)
 
     args = train_args(tmp_path / "trial_logs", "--storage", storage, "--study-name", "s", "--trial-id", "1")
     output = run(["-m", "rl_zoo3.train", *args, "-params", "learning_starts:290"], cwd=tmp_path).stdout
