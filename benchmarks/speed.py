@@ -12,9 +12,9 @@ Parts (all in one run, algorithms interleaved across repeats, min and median ove
    full WPO update on HalfCheetah-v5 (D=6) with ``sb3_wpo.wpo.wpo_loss`` switched to ``score_method="autograd"``;
 6. cost of one WPO update as a function of num_samples N in {1, 4, 8, 20} and batch size in {64, 256, 1024};
 7. torch.profiler table of WPO updates at the shipped Pendulum settings (results/profile_update.txt);
-8. the critic's first layer on N sampled actions per state: split (state half once per state, the shipped path)
-   against the concatenated input (state half recomputed for each sample), full WPO updates on each env and on
-   Humanoid-v5 (obs_dim 348), where the state half dominates;
+8. the critic's first layer on N sampled actions per state: split (state half once per state) against the
+   concatenated input (state half recomputed for each sample), full WPO updates on each env and on Humanoid-v5
+   (obs_dim 348), where the state half dominates; WPO ships the split from ``Critic.split_first_layer_from`` features;
 9. matmul FLOPs of one WPO update (formula in ``wpo_update_flops``) and the achieved fraction of the measured
    matmul throughput.
 
@@ -185,8 +185,9 @@ def wpo_update_flops(obs_dim: int, act_dim: int, hidden: list[int], n: int, batc
     """Matmul FLOPs of one WPO update (biases, activations, LayerNorm, Adam ignored).
 
     F_c = critic forward per row (obs+act → hidden → 1), F_a = actor forward per row (obs → hidden → 2·act).
-    On N sampled actions per state the critic's first layer is split: its state half F_s = 2·obs·hidden[0] runs once
-    per state, the rest F_n = F_c − F_s once per sample.
+    On N sampled actions per state, with obs_dim ≥ ``Critic.split_first_layer_from``, the critic's first layer is
+    split: its state half F_s = 2·obs·hidden[0] runs once per state, the rest F_n = F_c − F_s once per sample
+    (otherwise F_s = 0 and F_n = F_c).
     A backward pass costs 2·F (weight and input gradients) when both are needed, F when only one is.
       critic target:  target actor fwd on B next states        F_a·B
                       target critic fwd on N·B rows            n_critics·(F_n·N·B + F_s·B)
@@ -194,8 +195,10 @@ def wpo_update_flops(obs_dim: int, act_dim: int, hidden: list[int], n: int, batc
       ∇a Q:           critic fwd + bwd (action grads only)     n_critics·(2·F_n·N·B + F_s·B)
       actor:          online fwd + target fwd + bwd (weights)  (F_a + F_a + F_a)·B
     """
+    from sb3_wpo.policies import Critic
+
     f_c = mlp_flops([obs_dim + act_dim, *hidden, 1])
-    f_s = 2 * obs_dim * hidden[0]
+    f_s = 2 * obs_dim * hidden[0] if obs_dim >= Critic.split_first_layer_from else 0
     f_n = f_c - f_s
     f_a = mlp_flops([obs_dim, *hidden, 2 * act_dim])
     parts = {
@@ -303,37 +306,33 @@ def part_score_method(args: argparse.Namespace, fill: int) -> dict[str, Any]:
     }
 
 
-def concat_q_of_samples(q_net: Any, features: th.Tensor, actions: th.Tensor) -> th.Tensor:
-    """The critic on [N, B, D] actions before the split: the state half of the first layer recomputed per sample."""
-    return q_net(th.cat([features.expand(actions.shape[0], *features.shape), actions], dim=-1))
-
-
 def part_critic_split(args: argparse.Namespace, fill: int) -> dict[str, Any]:
     from sb3_wpo.policies import Critic
 
-    split_q_of_samples = Critic._q_of_samples
+    shipped_threshold = Critic.split_first_layer_from
     results = {}
     for env_id in dict.fromkeys([*args.envs, "Humanoid-v5"]):
         model = filled(make_model("wpo", env_id, args.seed, fill), fill)
 
-        def update_with(q_of_samples: Callable[..., th.Tensor], model: Any = model) -> Callable[[], None]:
+        def update_with(split_first_layer_from: int, model: Any = model) -> Callable[[], None]:
             def run() -> None:
-                Critic._q_of_samples = staticmethod(q_of_samples)  # type: ignore[method-assign]
+                Critic.split_first_layer_from = split_first_layer_from
                 try:
                     model.train(gradient_steps=args.updates, batch_size=256)
                 finally:
-                    Critic._q_of_samples = staticmethod(split_q_of_samples)  # type: ignore[method-assign]
+                    Critic.split_first_layer_from = shipped_threshold
 
             return run
 
         model.train(gradient_steps=2, batch_size=256)  # warm-up
-        tasks = {"split (shipped)": update_with(split_q_of_samples), "concatenated": update_with(concat_q_of_samples)}
-        timings = interleaved(tasks, args.repeats, args.updates)
+        timings = interleaved({"split": update_with(0), "concatenated": update_with(10**9)}, args.repeats, args.updates)
+        obs_dim = int(np.prod(model.observation_space.shape))
         results[env_id] = {
-            "obs_dim": int(np.prod(model.observation_space.shape)),
+            "obs_dim": obs_dim,
+            "shipped": "split" if obs_dim >= shipped_threshold else "concatenated",
             "wpo_num_samples": model.num_samples,
             "per_update_s": timings,
-            "ratio_split_over_concatenated": ratio(timings["split (shipped)"], timings["concatenated"]),
+            "ratio_split_over_concatenated": ratio(timings["split"], timings["concatenated"]),
         }
         r = results[env_id]["ratio_split_over_concatenated"]
         print(f"  critic split {env_id}: split/concatenated per update = {r['wall_median']:.2f} (wall median)")

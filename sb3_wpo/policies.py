@@ -3,7 +3,7 @@
 import itertools
 import math
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, ClassVar
 
 import torch as th
 from gymnasium import spaces
@@ -139,11 +139,14 @@ class Critic(BaseModel):
     """``n_critics`` Q-networks that evaluate one or many actions per state.
 
     ``forward(obs [B, ...], actions [B, D] or [N, B, D])`` returns Q of shape [B, n_critics] or
-    [N, B, n_critics]. For N actions per state, the features and the first layer's feature half
-    (W_s·s + b) are computed once per state, not N times: only W_a·a is per sample.
+    [N, B, n_critics]. For N actions per state, the features are extracted once per state, and with at
+    least ``split_first_layer_from`` features so is the first layer's feature half (W_s·s + b): only W_a·a
+    is per sample. Below that, the extra op costs more than it saves (``benchmarks/speed.py``: +3% per
+    update with Pendulum's 3 features, −23% with Humanoid's 348).
     """
 
     features_extractor: BaseFeaturesExtractor
+    split_first_layer_from: ClassVar[int] = 64
 
     def __init__(
         self,
@@ -179,7 +182,9 @@ class Critic(BaseModel):
         with th.no_grad() if self.share_features_extractor else nullcontext():
             features = self.extract_features(obs, self.features_extractor)
         if actions.dim() == 3:
-            return th.cat([self._q_of_samples(q_net, features, actions) for q_net in self.q_networks], dim=-1)
+            if features.shape[-1] >= self.split_first_layer_from:
+                return th.cat([self._q_of_samples(q_net, features, actions) for q_net in self.q_networks], dim=-1)
+            features = features.expand(actions.shape[0], *features.shape)
         qvalue_input = th.cat([features, actions], dim=-1)
         return th.cat([q_net(qvalue_input) for q_net in self.q_networks], dim=-1)
 

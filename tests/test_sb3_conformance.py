@@ -32,7 +32,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
 from sb3_wpo import WPO, CnnPolicy, MlpPolicy, MultiInputPolicy
-from sb3_wpo.policies import WPOPolicy
+from sb3_wpo.policies import Critic, WPOPolicy
 
 ENV_ID = "Pendulum-v1"
 SHORT_EPISODES = dict(max_episode_steps=50)  # Pendulum with 50-step episodes, for the episode-driven tests
@@ -606,9 +606,12 @@ def test_same_seed_same_result() -> None:
     "policy_kwargs",
     [dict(net_arch=[16, 8]), dict(net_arch=[16], layer_norm=True, n_critics=2), dict(net_arch=[]), dict(net_arch=[8, 8, 8])],
 )
-def test_critic_of_sampled_actions_matches_one_action_per_state(policy_kwargs: dict) -> None:
-    """The [N, B, D] path (first layer split into a per-state and a per-sample half) is the same function, with the same
-    action-gradient, as evaluating each sample with the plain [B, D] path (float32: equal up to rounding)."""
+@pytest.mark.parametrize("split", [True, False])
+def test_critic_of_sampled_actions_matches_one_action_per_state(policy_kwargs: dict, split: bool, monkeypatch) -> None:
+    """The [N, B, D] path, with the first layer split into a per-state and a per-sample half or not, is the same
+    function, with the same action-gradient, as evaluating each sample with the plain [B, D] path (float32: equal up
+    to rounding)."""
+    monkeypatch.setattr(Critic, "split_first_layer_from", 0 if split else 10**9)
     model = make_model(policy_kwargs=policy_kwargs)
     critic = model.critic
     obs = th.as_tensor(np.stack([model.observation_space.sample() for _ in range(5)]))
