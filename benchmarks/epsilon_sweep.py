@@ -208,7 +208,7 @@ def markdown_tables(summary: dict[str, Any]) -> str:
 
 STYLE = {("ours", "soft"): ("tab:blue", "-"), ("ours", "hard"): ("tab:red", "-")}
 STYLE.update({("paper", "soft"): ("tab:cyan", "--"), ("paper", "hard"): ("tab:orange", "--")})
-STYLE.update({("ours", "hard-fast"): ("tab:purple", "-"), ("paper", "hard-fast"): ("tab:pink", "--")})
+STYLE.update({("ours", "hard-fast"): ("tab:purple", "-."), ("paper", "hard-fast"): ("tab:pink", ":")})
 
 
 def _vs_epsilon_panels(axes: Any, summary: dict[str, Any], records: list[dict[str, Any]]) -> None:
