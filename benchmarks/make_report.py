@@ -129,6 +129,22 @@ def speed_section(speed: dict[str, Any] | None) -> list[str]:
         "- " + ratio_line("loss: autograd / closed form", s["loss_ratio_autograd_over_closed_form"]),
         "- " + ratio_line("full update: autograd / closed form", s["update_ratio_autograd_over_closed_form"]),
         "",
+        "### Critic first layer on the N sampled actions: split vs concatenated input",
+        "",
+        "One full WPO update (N = 8, B = 256, net [256, 256]) with the critic's first layer split (state half once per "
+        "state) or fed the concatenated input (state half once per sample); `shipped` is what WPO does at this obs_dim:",
+        "",
+    ]
+    for env_id, r in speed["critic_split"].items():
+        out += [
+            f"**{env_id}** (obs_dim {r['obs_dim']}, shipped: {r['shipped']})",
+            "",
+            *timing_table(r["per_update_s"], "ms"),
+            "",
+            "- " + ratio_line("split / concatenated", r["ratio_split_over_concatenated"]),
+            "",
+        ]
+    out += [
         "### Cost of one WPO update vs num_samples N and batch size (Pendulum-v1, net [256, 256])",
         "",
         "| N | batch | wall median (ms) | CPU median (ms) | matmul GFLOP | GFLOP/s (wall) "
