@@ -62,6 +62,13 @@ def ratio_line(name: str, r: dict[str, float]) -> str:
     )
 
 
+def timing_block(
+    heading: str, timings: dict[str, dict[str, Any]], unit: str, ratios: dict[str, dict[str, float]]
+) -> list[str]:
+    """One env's timing table under its heading, then one line per ratio."""
+    return [heading, "", *timing_table(timings, unit), "", *("- " + ratio_line(k, r) for k, r in ratios.items()), ""]
+
+
 def speed_section(speed: dict[str, Any] | None) -> list[str]:
     out = ["## 1. Speed (`benchmarks/speed.py`)", ""]
     if speed is None:
@@ -92,27 +99,24 @@ def speed_section(speed: dict[str, Any] | None) -> list[str]:
         "",
     ]
     for env_id, r in speed["updates"].items():
-        out += [
+        out += timing_block(
             f"{env_id}, `model.train(gradient_steps={speed['args']['updates']}, batch_size=256)`, per update:",
-            "",
-            *timing_table(r["per_update_s"], "ms"),
-            "",
-            "- " + ratio_line("WPO / SAC", r["ratio_WPO_over_SAC"]),
-            "- " + ratio_line("WPO / TD3", r["ratio_WPO_over_TD3"]),
-            "- " + ratio_line("WPO N=20 / SAC", r["ratio_WPO_N20_over_SAC"]),
-            "",
-        ]
+            r["per_update_s"],
+            "ms",
+            {
+                "WPO / SAC": r["ratio_WPO_over_SAC"],
+                "WPO / TD3": r["ratio_WPO_over_TD3"],
+                "WPO N=20 / SAC": r["ratio_WPO_N20_over_SAC"],
+            },
+        )
     out += ["### Whole learn() calls at update-to-data ratio 1 (train_freq 1, gradient_steps 1)", ""]
     for env_id, r in speed["learn"].items():
-        out += [
+        out += timing_block(
             f"{env_id}, per environment step:",
-            "",
-            *timing_table(r["per_env_step_s"], "ms/step"),
-            "",
-            "- " + ratio_line("WPO / SAC", r["ratio_WPO_over_SAC"]),
-            "- " + ratio_line("WPO N=20 / SAC", r["ratio_WPO_N20_over_SAC"]),
-            "",
-        ]
+            r["per_env_step_s"],
+            "ms/step",
+            {"WPO / SAC": r["ratio_WPO_over_SAC"], "WPO N=20 / SAC": r["ratio_WPO_N20_over_SAC"]},
+        )
     s = speed["score_method"]
     out += [
         "### Closed-form Gaussian score vs generic autograd score",
@@ -136,14 +140,12 @@ def speed_section(speed: dict[str, Any] | None) -> list[str]:
         "",
     ]
     for env_id, r in speed["critic_split"].items():
-        out += [
+        out += timing_block(
             f"**{env_id}** (obs_dim {r['obs_dim']}, shipped: {r['shipped']})",
-            "",
-            *timing_table(r["per_update_s"], "ms"),
-            "",
-            "- " + ratio_line("split / concatenated", r["ratio_split_over_concatenated"]),
-            "",
-        ]
+            r["per_update_s"],
+            "ms",
+            {"split / concatenated": r["ratio_split_over_concatenated"]},
+        )
     out += [
         "### Cost of one WPO update vs num_samples N and batch size (Pendulum-v1, net [256, 256])",
         "",

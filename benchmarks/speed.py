@@ -28,6 +28,7 @@ import itertools
 import statistics
 import sys
 import time
+from unittest import mock
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,16 @@ def continue_learning(model: Any, steps: int) -> Callable[[], Any]:
 
 def updates(model: Any, k: int, batch_size: int = 256) -> Callable[[], Any]:
     return functools.partial(model.train, gradient_steps=k, batch_size=batch_size)
+
+
+def updates_patched(model: Any, k: int, target: Any, attribute: str, value: Any) -> Callable[[], None]:
+    """``k`` updates with ``target.attribute`` set to ``value`` for their duration (an A/B switch inside sb3_wpo)."""
+
+    def run() -> None:
+        with mock.patch.object(target, attribute, value):
+            model.train(gradient_steps=k, batch_size=256)
+
+    return run
 
 
 def matched_models(env_id: str, seed: int, fill: int) -> dict[str, Any]:
@@ -284,19 +295,11 @@ def part_score_method(args: argparse.Namespace, fill: int) -> dict[str, Any]:
     loss_timings = interleaved({m: loss_fwd_bwd(m) for m in ("closed_form", "autograd")}, args.repeats, reps)
     env_id = "HalfCheetah-v5" if "HalfCheetah-v5" in args.envs else args.envs[0]
     model = filled(make_model("wpo", env_id, args.seed, fill), fill)
-    original = wpo_module.wpo_loss
-
-    def update_with(method: str) -> Callable[[], None]:
-        def run() -> None:
-            wpo_module.wpo_loss = functools.partial(original, score_method=method)  # type: ignore[assignment]
-            try:
-                model.train(gradient_steps=args.updates, batch_size=256)
-            finally:
-                wpo_module.wpo_loss = original
-
-        return run
-
-    update_timings = interleaved({m: update_with(m) for m in ("closed_form", "autograd")}, args.repeats, args.updates)
+    tasks = {
+        m: updates_patched(model, args.updates, wpo_module, "wpo_loss", functools.partial(wpo_module.wpo_loss, score_method=m))
+        for m in ("closed_form", "autograd")
+    }
+    update_timings = interleaved(tasks, args.repeats, args.updates)
     return {
         "loss_fwd_bwd_N20_B256_D6_s": loss_timings,
         "loss_ratio_autograd_over_closed_form": ratio(loss_timings["autograd"], loss_timings["closed_form"]),
@@ -309,27 +312,19 @@ def part_score_method(args: argparse.Namespace, fill: int) -> dict[str, Any]:
 def part_critic_split(args: argparse.Namespace, fill: int) -> dict[str, Any]:
     from sb3_wpo.policies import Critic
 
-    shipped_threshold = Critic.split_first_layer_from
     results = {}
     for env_id in dict.fromkeys([*args.envs, "Humanoid-v5"]):
         model = filled(make_model("wpo", env_id, args.seed, fill), fill)
-
-        def update_with(split_first_layer_from: int, model: Any = model) -> Callable[[], None]:
-            def run() -> None:
-                Critic.split_first_layer_from = split_first_layer_from
-                try:
-                    model.train(gradient_steps=args.updates, batch_size=256)
-                finally:
-                    Critic.split_first_layer_from = shipped_threshold
-
-            return run
-
         model.train(gradient_steps=2, batch_size=256)  # warm-up
-        timings = interleaved({"split": update_with(0), "concatenated": update_with(10**9)}, args.repeats, args.updates)
+        tasks = {
+            name: updates_patched(model, args.updates, Critic, "split_first_layer_from", threshold)
+            for name, threshold in (("split", 0), ("concatenated", 10**9))
+        }
+        timings = interleaved(tasks, args.repeats, args.updates)
         obs_dim = int(np.prod(model.observation_space.shape))
         results[env_id] = {
             "obs_dim": obs_dim,
-            "shipped": "split" if obs_dim >= shipped_threshold else "concatenated",
+            "shipped": "split" if obs_dim >= Critic.split_first_layer_from else "concatenated",
             "wpo_num_samples": model.num_samples,
             "per_update_s": timings,
             "ratio_split_over_concatenated": ratio(timings["split"], timings["concatenated"]),

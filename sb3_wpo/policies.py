@@ -141,8 +141,8 @@ class Critic(BaseModel):
     ``forward(obs [B, ...], actions [B, D] or [N, B, D])`` returns Q of shape [B, n_critics] or
     [N, B, n_critics]. For N actions per state, the features are extracted once per state, and with at
     least ``split_first_layer_from`` features so is the first layer's feature half (W_s·s + b): only W_a·a
-    is per sample. Below that, the extra op costs more than it saves (``benchmarks/speed.py``: +3% per
-    update with Pendulum's 3 features, −23% with Humanoid's 348).
+    is per sample. Below that, the extra op costs more than it saves (``benchmarks/speed.py``: +4% per
+    update with Pendulum's 3 features, −25% with Humanoid's 348).
     """
 
     features_extractor: BaseFeaturesExtractor
