@@ -158,6 +158,8 @@ def summarize(records: list[dict[str, Any]], threshold: float) -> dict[str, Any]
             kl_stds = np.array([r["train_means"].get("kl_std", np.nan) for r in runs])
             kl_means_late = np.array([late_mean(r, "kl_mean", steps_from=0.9 * r["steps"]) for r in runs])
             last3 = np.array([np.mean([c["eval_mean"] for c in r["curve"][-3:]]) if r.get("curve") else np.nan for r in runs])
+            to_step = [common.first_crossing(r.get("curve", []), threshold, "timesteps") for r in runs]
+            reached = [s for s in to_step if s is not None]
             mean = float(np.nanmean(finals))
             rows.append(
                 {
@@ -170,6 +172,8 @@ def summarize(records: list[dict[str, Any]], threshold: float) -> dict[str, Any]
                     "n_success": int((np.nan_to_num(finals, nan=-np.inf) >= threshold).sum()),
                     "n_success_last3": int((np.nan_to_num(last3, nan=-np.inf) >= threshold).sum()),  # less eval noise
                     "n_seeds": len(runs),
+                    "steps_to_threshold_median": float(np.median(reached)) if reached else None,  # over seeds that got there
+                    "run_wall_s_median": float(np.median([r.get("total_wall_s", np.nan) for r in runs])),
                     "final_mean": mean,
                     "final_std": float(np.nanstd(finals)),
                     "cv": float(np.nanstd(finals) / abs(mean)) if mean and len(runs) > 1 else None,  # undefined for 1 seed
@@ -190,16 +194,18 @@ def summarize(records: list[dict[str, Any]], threshold: float) -> dict[str, Any]
 def markdown_tables(summary: dict[str, Any]) -> str:
     lines = [
         "| config | mode | ε_mean | seeds | success (final ≥ −200) | success (mean of last 3 evals ≥ −200) | final return "
-        "mean ± std | CV | measured KL_mean (mean over training) | KL_mean / ε | KL_mean / ε, last 10% of steps | KL_std | "
-        "α_mean at end |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "mean ± std | CV | median steps to −200 | median run wall-clock (s) | measured KL_mean (mean over training) | "
+        "KL_mean / ε | KL_mean / ε, last 10% of steps | KL_std | α_mean at end |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in summary["cells"]:
         cv = "—" if c["cv"] is None else f"{c['cv']:.2f}"
+        to_step = "—" if c["steps_to_threshold_median"] is None else f"{c['steps_to_threshold_median']:,.0f}"
         lines.append(
             f"| {c['config']} | {c['mode']} | {c['epsilon_mean']:g} | {c['n_seeds']} | {c['n_success']}/{c['n_seeds']} | "
             f"{c['n_success_last3']}/{c['n_seeds']} | "
-            f"{c['final_mean']:.1f} ± {c['final_std']:.1f} | {cv} | {c['kl_mean_measured']:.3g} | "
+            f"{c['final_mean']:.1f} ± {c['final_std']:.1f} | {cv} | {to_step} | {c['run_wall_s_median']:.0f} | "
+            f"{c['kl_mean_measured']:.3g} | "
             f"{c['kl_mean_over_eps']:.2f} | {c['kl_mean_last10pct_over_eps']:.2f} | {c['kl_std_measured']:.3g} | "
             f"{c['alpha_mean_final']:.3g} |"
         )

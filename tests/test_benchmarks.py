@@ -102,6 +102,7 @@ def test_sweep_summary_counts_success_and_kl_ratios():
     hard, soft = cells[("hard", 0.01)], cells[("soft", 0.02)]
     assert (hard["n_success"], hard["n_seeds"], soft["n_success"]) == (1, 3, 1)
     assert (hard["n_success_last3"], soft["n_success_last3"]) == (2, 0)
+    assert (hard["steps_to_threshold_median"], soft["steps_to_threshold_median"]) == (600, 1000)
     assert hard["final_mean"] == pytest.approx(-200.0)
     assert hard["kl_mean_over_eps"] == pytest.approx(4.0)
     assert hard["kl_mean_last10pct_over_eps"] == pytest.approx(2.0)
