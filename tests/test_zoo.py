@@ -19,6 +19,8 @@ import pytest
 import yaml
 
 
+from torch import nn
+
 from sb3_wpo import WPO, _zoo_hook, zoo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +36,11 @@ ENV_IDS = (
     "Walker2d-v5",
     "Ant-v5",
     "Humanoid-v5",
+    "dm_control/humanoid-stand-v0",
+    "dm_control/humanoid-walk-v0",
+    "dm_control/cartpole-swingup-v0",
+    "dm_control/walker-walk-v0",
+    "dm_control/cheetah-run-v0",
 )
 NOT_TUNED = "# starting point, not tuned: no committed benchmark behind it yet"
 # Small budgets: 300 steps, learning from step 200 with small batches (a few seconds per run on one thread).
@@ -90,8 +97,9 @@ def test_config_arguments_are_valid(key):
     hyperparams = dict(yaml.safe_load(CONFIG.read_text())[key])
     assert hyperparams.pop("policy") == "MlpPolicy"
     assert float(hyperparams.pop("n_timesteps")) > 0
+    hyperparams.pop("env_wrapper", None)
     policy_kwargs = hyperparams.pop("policy_kwargs", "dict()")
-    policy_kwargs = eval(policy_kwargs) if isinstance(policy_kwargs, str) else policy_kwargs
+    policy_kwargs = eval(policy_kwargs, {"nn": nn}) if isinstance(policy_kwargs, str) else policy_kwargs
     model = WPO("MlpPolicy", "Pendulum-v1", policy_kwargs=policy_kwargs, _init_setup_model=False, **hyperparams)
     for name, value in hyperparams.items():
         assert getattr(model, name) == value or name in ("train_freq", "learning_rate")

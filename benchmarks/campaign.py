@@ -1,0 +1,388 @@
+"""WPO vs SB3 SAC beyond Pendulum: the paper's DeepMind Control tasks and MuJoCo v5, at equal budget.
+
+Each run is built by the RL Zoo's own ``ExperimentManager`` (the code behind ``python -m rl_zoo3.train``): WPO's
+config is ``hyperparams/wpo.yml``, SAC's ``benchmarks/hyperparams/sac.yml`` (rl-zoo3's MuJoCo SAC settings). The
+policy is evaluated deterministically every ``--eval-freq`` steps on the zoo's evaluation environment
+(``evaluate_policy``, as the zoo's ``EvalCallback``). Runs are resumable: every ``--save-freq`` steps the model,
+the replay buffer and the curve so far are checkpointed under ``$SB3_WPO_RUNS`` (default
+``~/.cache/sb3-wpo-runs/campaign``), and a run started again continues from its last checkpoint through the zoo's
+own ``--trained-agent`` loading. A finished run appends its record to ``results/campaign/runs.jsonl``.
+
+    python benchmarks/campaign.py run --algo wpo --env dm_control/humanoid-stand-v0 --seed 0
+    python benchmarks/campaign.py queue --processes 2    # the planned runs in order, skipping finished ones
+    python benchmarks/campaign.py status                 # finished, in-progress (checkpointed) and pending runs
+    python benchmarks/campaign.py report                 # tables and figures from runs.jsonl
+"""
+
+import argparse
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+
+OUT = Path(os.environ.get("SB3_WPO_CAMPAIGN_OUT", common.RESULTS / "campaign"))  # env var: for smoke tests
+RUNS = Path(os.environ.get("SB3_WPO_RUNS", "~/.cache/sb3-wpo-runs")).expanduser() / "campaign"
+CONFIGS = {"wpo": None, "sac": str(common.ROOT / "benchmarks" / "hyperparams" / "sac.yml")}  # None: the zoo's default
+COLORS = {"wpo": "tab:red", "sac": "tab:blue"}
+
+# The issue's order: the paper's humanoid claim first, then the rest. (env, steps); seeds: WPO 0-2, SAC 0-1.
+TASKS = [
+    ("dm_control/humanoid-stand-v0", 500_000),
+    ("dm_control/cartpole-swingup-v0", 200_000),
+    ("dm_control/walker-walk-v0", 300_000),
+    ("dm_control/cheetah-run-v0", 300_000),
+    ("HalfCheetah-v5", 300_000),
+    ("Hopper-v5", 300_000),
+    ("Walker2d-v5", 300_000),
+]
+SEEDS = {"wpo": (0, 1, 2), "sac": (0, 1)}
+
+# Published anchors (not run here), drawn beside the curves. TD-MPC2's SAC (results/sac/*.csv of
+# nicklashansen/tdmpc2, 3 seeds, mean at 500k steps); rl-baselines3-zoo benchmark.md SAC (1M steps, v3 envs).
+ANCHORS = {
+    "dm_control/humanoid-stand-v0": ("TD-MPC2's SAC at 500k", 5.0),
+    "dm_control/cartpole-swingup-v0": ("TD-MPC2's SAC at 500k", 835.0),
+    "dm_control/walker-walk-v0": ("TD-MPC2's SAC at 500k", 953.0),
+    "dm_control/cheetah-run-v0": ("TD-MPC2's SAC at 500k", 595.0),
+    "HalfCheetah-v5": ("rl-zoo SAC at 1M (v3)", 9535.0),
+    "Hopper-v5": ("rl-zoo SAC at 1M (v3)", 2326.0),
+    "Walker2d-v5": ("rl-zoo SAC at 1M (v3)", 3863.0),
+}
+
+
+def run_name(algo: str, env_id: str, seed: int, steps: int) -> str:
+    return f"{algo}_{env_id.replace('/', '-')}_s{seed}_{steps}"
+
+
+def planned_runs() -> list[tuple[str, str, int, int]]:
+    runs = []
+    for env_id, steps in TASKS:
+        for index in range(max(len(seeds) for seeds in SEEDS.values())):
+            runs += [(algo, env_id, SEEDS[algo][index], steps) for algo in ("wpo", "sac") if index < len(SEEDS[algo])]
+    return runs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints: <run dir>/checkpoint/{model.zip, replay_buffer.pkl, state.json}, replaced as a whole
+# ----------------------------------------------------------------------------------------------------------------
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The complete checkpoint folder, if any: ``checkpoint``, or ``checkpoint.old`` when a kill landed between
+    the two renames that replace it."""
+    for name in ("checkpoint", "checkpoint.old"):
+        folder = run_dir / name
+        if (folder / "state.json").is_file():
+            return folder
+    return None
+
+
+def write_checkpoint(model: Any, run_dir: Path, state: dict[str, Any]) -> None:
+    new, current, old = run_dir / "checkpoint.new", run_dir / "checkpoint", run_dir / "checkpoint.old"
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    model.save(new / "model.zip")
+    model.save_replay_buffer(new / "replay_buffer.pkl")
+    (new / "state.json").write_text(json.dumps(state))  # written last: its presence marks a complete folder
+    for file in new.iterdir():
+        with file.open("rb") as handle:
+            os.fsync(handle.fileno())
+    if current.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        current.rename(old)
+    new.rename(current)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class CampaignCallback(BaseCallback):
+    """Deterministic evaluation every ``eval_freq`` and a checkpoint every ``save_freq`` environment steps (counted
+    from the start of the run, across resumes); train wall-clock and CPU time exclude evaluation and checkpoints."""
+
+    def __init__(self, eval_env: Any, eval_freq: int, n_eval_episodes: int, save_freq: int, run_dir: Path, state: dict):
+        super().__init__()
+        self.eval_env, self.eval_freq, self.n_eval_episodes = eval_env, eval_freq, n_eval_episodes
+        self.save_freq, self.run_dir, self.state = save_freq, run_dir, state
+
+    def _on_training_start(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def _train_clock(self) -> None:
+        """Add the time since the last call to the run's train time."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.state["train_wall_s"] += wall - self._wall
+        self.state["train_cpu_s"] += cpu - self._cpu
+        self._wall, self._cpu = wall, cpu
+
+    def _restart_clock(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def evaluate(self) -> None:
+        self._train_clock()
+        returns, lengths = evaluate_policy(
+            self.model, self.eval_env, n_eval_episodes=self.n_eval_episodes, deterministic=True, return_episode_rewards=True
+        )
+        point = {
+            "timesteps": self.num_timesteps,
+            "train_wall_s": round(self.state["train_wall_s"], 2),
+            "train_cpu_s": round(self.state["train_cpu_s"], 2),
+            "eval_mean": float(np.mean(returns)),
+            "eval_std": float(np.std(returns)),
+            "eval_ep_length": float(np.mean(lengths)),
+        }
+        self.state["curve"].append(point)
+        print(f"{self.run_dir.name}: {self.num_timesteps} steps, eval {point['eval_mean']:.1f}", flush=True)
+        self._restart_clock()
+
+    def checkpoint(self) -> None:
+        self._train_clock()
+        self.state["timesteps"] = self.num_timesteps
+        write_checkpoint(self.model, self.run_dir, self.state)
+        self._restart_clock()
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % self.eval_freq == 0:
+            self.evaluate()
+        if self.num_timesteps % self.save_freq == 0:
+            self.checkpoint()
+        return True
+
+
+def make_experiment(algo: str, env_id: str, seed: int, steps: int, log_folder: Path, trained_agent: str = "") -> Any:
+    """The zoo's ExperimentManager as ``rl_zoo3.train`` builds it (``--gym-packages shimmy`` for dm_control)."""
+    if env_id.startswith("dm_control/"):
+        importlib.import_module("shimmy")
+    import sb3_wpo.zoo
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    sb3_wpo.zoo.register()
+    args = argparse.Namespace(algo=algo, env=env_id, seed=seed, n_timesteps=steps, trained_agent=trained_agent)
+    return ExperimentManager(
+        args,
+        algo,
+        env_id,
+        str(log_folder),
+        n_timesteps=steps,
+        eval_freq=-1,  # evaluation and checkpoints: CampaignCallback
+        seed=seed,
+        trained_agent=trained_agent,
+        verbose=0,
+        config=CONFIGS[algo],
+    )
+
+
+def mark_episode_cut(model: Any) -> None:
+    """A resumed run starts a new episode: mark the last stored transition as a truncation, so that n-step returns
+    do not run from the interrupted episode into the next one."""
+    buffer = model.replay_buffer
+    last = (buffer.pos - 1) % buffer.buffer_size
+    if buffer.full or buffer.pos > 0:
+        buffer.dones[last] = 1.0
+        if hasattr(buffer, "timeouts"):
+            buffer.timeouts[last] = 1.0
+
+
+def run(algo: str, env_id: str, seed: int, steps: int, eval_freq: int, n_eval_episodes: int, save_freq: int) -> None:
+    import torch as th
+
+    th.set_num_threads(1)
+    name = run_name(algo, env_id, seed, steps)
+    run_dir = RUNS / name
+    checkpoint = latest_checkpoint(run_dir)
+    segment = {"commit": common.git_commit(), "sb3_wpo_uncommitted_changes": common.sb3_wpo_dirty()}
+    segment.update(started_utc=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), load_average=common.load_average())
+    if checkpoint is None:
+        state: dict[str, Any] = {"timesteps": 0, "train_wall_s": 0.0, "train_cpu_s": 0.0, "curve": [], "segments": []}
+        trained_agent = ""
+    else:
+        state = json.loads((checkpoint / "state.json").read_text())
+        # The zoo loads <folder>/replay_buffer.pkl beside the agent it continues from.
+        trained_agent = str(checkpoint / "model.zip")
+        print(f"{name}: resuming from {checkpoint} at {state['timesteps']} steps", flush=True)
+    segment["from_timesteps"] = state["timesteps"]
+    state["segments"].append(segment)
+
+    experiment = make_experiment(algo, env_id, seed, steps, run_dir / "zoo", trained_agent)
+    model, saved_hyperparams = experiment.setup_experiment()
+    if checkpoint is not None:
+        model.num_timesteps = state["timesteps"]
+        mark_episode_cut(model)
+    eval_env = experiment.create_envs(1, eval_env=True, no_log=True)
+    callback = CampaignCallback(eval_env, eval_freq, n_eval_episodes, save_freq, run_dir, state)
+    start = time.perf_counter()
+    model.learn(steps - state["timesteps"], callback=callback, reset_num_timesteps=checkpoint is None)
+    if not state["curve"] or state["curve"][-1]["timesteps"] != model.num_timesteps:
+        callback.evaluate()
+    segment["wall_s"] = round(time.perf_counter() - start, 1)
+    callback.checkpoint()  # the final model stays loadable; its buffer is dropped below
+    record = {
+        "name": name,
+        "algo": algo,
+        "env_id": env_id,
+        "seed": seed,
+        "steps": steps,
+        "hyperparams": common.hyperparams_for_json(dict(saved_hyperparams)),
+        "eval_freq": eval_freq,
+        "n_eval_episodes": n_eval_episodes,
+        "curve": state["curve"],
+        "final_return": state["curve"][-1]["eval_mean"],
+        "train_wall_s": round(state["train_wall_s"], 1),
+        "train_cpu_s": round(state["train_cpu_s"], 1),
+        "segments": state["segments"],
+        "commit": state["segments"][0]["commit"],
+        "machine": common.machine_info(),
+    }
+    common.append_jsonl(OUT / "runs.jsonl", record)
+    (run_dir / "checkpoint" / "replay_buffer.pkl").unlink(missing_ok=True)
+    print(f"{name}: done, final eval {record['final_return']:.1f}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Queue, status, report
+# ----------------------------------------------------------------------------------------------------------------
+def finished() -> set[str]:
+    return {record["name"] for record in common.read_jsonl(OUT / "runs.jsonl")}
+
+
+def progress(name: str) -> int:
+    checkpoint = latest_checkpoint(RUNS / name)
+    return json.loads((checkpoint / "state.json").read_text())["timesteps"] if checkpoint else 0
+
+
+def queue(args: argparse.Namespace) -> None:
+    """The planned runs not yet finished, in order (resumed ones first), ``--processes`` at a time, each in its
+    own process (one torch thread), logging to ``<run dir>/log.txt``."""
+    done = finished()
+    todo = [spec for spec in planned_runs() if run_name(*spec) not in done]
+    todo.sort(key=lambda spec: progress(run_name(*spec)) == 0)  # stable: resumable runs first, then plan order
+    running: list[tuple[subprocess.Popen, str]] = []
+    print(f"{len(todo)} runs to do, {len(done)} finished")
+    while todo or running:
+        while todo and len(running) < min(args.processes, 2):
+            algo, env_id, seed, steps = todo.pop(0)
+            name = run_name(algo, env_id, seed, steps)
+            (RUNS / name).mkdir(parents=True, exist_ok=True)
+            command = [sys.executable, __file__, "run", "--algo", algo, "--env", env_id, "--seed", str(seed)]
+            command += ["--steps", str(steps), "--eval-freq", str(args.eval_freq), "--save-freq", str(args.save_freq)]
+            log = (RUNS / name / "log.txt").open("a")
+            running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), name))
+            print(f"started {name} (pid {running[-1][0].pid})", flush=True)
+        time.sleep(10)
+        for process, name in list(running):
+            if process.poll() is not None:
+                running.remove((process, name))
+                print(f"{name} ended with exit code {process.returncode}", flush=True)
+
+
+def status() -> None:
+    done = finished()
+    for spec in planned_runs():
+        name = run_name(*spec)
+        print(f"{name:55s} {'finished' if name in done else f'{progress(name):>7,} / {spec[3]:,} steps'}")
+
+
+def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((record["env_id"], record["algo"]), []).append(record)
+    rows = []
+    order = {env_id: index for index, (env_id, _) in enumerate(TASKS)}
+    for (env_id, algo), runs in sorted(groups.items(), key=lambda item: (order.get(item[0][0], 99), item[0][1])):
+        finals = np.array([r["final_return"] for r in runs])
+        # final return: mean of the last 3 evaluations of each seed (one evaluation decides less)
+        last3 = np.array([np.mean([p["eval_mean"] for p in r["curve"][-3:]]) for r in runs])
+        rows.append(
+            {
+                "env_id": env_id,
+                "algo": algo,
+                "steps": runs[0]["steps"],
+                "seeds": sorted(r["seed"] for r in runs),
+                "final_mean": float(finals.mean()),
+                "final_std": float(finals.std()),
+                "last3_mean": float(last3.mean()),
+                "last3_std": float(last3.std()),
+                "train_cpu_h_median": float(np.median([r["train_cpu_s"] for r in runs]) / 3600),
+            }
+        )
+    return rows
+
+
+def report() -> None:
+    import matplotlib.pyplot as plt
+
+    records = common.read_jsonl(OUT / "runs.jsonl")
+    meta = common.provenance()
+    rows = summarize(records)
+    common.write_json(OUT / "summary.json", {"groups": rows, "meta": meta})
+    lines = [
+        "| task | algo | steps | seeds | final return mean ± std | mean of last 3 evals | train CPU h (median) | anchor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        anchor = ANCHORS.get(row["env_id"], ("", None))
+        lines.append(
+            f"| {row['env_id']} | {row['algo'].upper()} | {row['steps']:,} | {len(row['seeds'])} | "
+            f"{row['final_mean']:.1f} ± {row['final_std']:.1f} | {row['last3_mean']:.1f} ± {row['last3_std']:.1f} | "
+            f"{row['train_cpu_h_median']:.2f} | {anchor[0]}: {anchor[1]} |"
+        )
+    (OUT / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    for env_id in sorted({r["env_id"] for r in records}):
+        fig, ax = plt.subplots(figsize=(8, 5.2))
+        for algo in ("wpo", "sac"):
+            runs = [r for r in records if r["env_id"] == env_id and r["algo"] == algo]
+            for index, r in enumerate(runs):
+                steps = [p["timesteps"] for p in r["curve"]]
+                values = [p["eval_mean"] for p in r["curve"]]
+                label = f"{algo.upper()} ({len(runs)} seeds)" if index == 0 else None
+                ax.plot(steps, values, color=COLORS[algo], alpha=0.8, lw=1.2, label=label)
+        if env_id in ANCHORS:
+            text, value = ANCHORS[env_id]
+            ax.axhline(value, color="0.4", ls=":", lw=1, label=text)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("deterministic eval return (10 episodes)")
+        ax.set_title(f"{env_id}: one line per seed")
+        ax.legend(loc="upper left")
+        ax.grid(alpha=0.3)
+        fig.subplots_adjust(bottom=0.17)
+        common.save_figure(fig, OUT / f"curves_{env_id.replace('/', '-')}.png", meta)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("run", "queue", "status", "report"))
+    parser.add_argument("--algo", choices=tuple(CONFIGS))
+    parser.add_argument("--env", help="environment id, e.g. dm_control/humanoid-stand-v0")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None, help="default: the task's budget in TASKS")
+    parser.add_argument("--eval-freq", type=int, default=10_000)
+    parser.add_argument("--n-eval-episodes", type=int, default=10)
+    parser.add_argument("--save-freq", type=int, default=25_000)
+    parser.add_argument("--processes", type=int, default=2, help="queue: runs at a time (at most 2)")
+    args = parser.parse_args()
+    if args.command == "run":
+        if args.algo is None or args.env is None:
+            parser.error("run needs --algo and --env")
+        steps = args.steps or dict(TASKS).get(args.env)
+        if steps is None:
+            parser.error(f"--steps is needed for {args.env}, which is not one of the planned tasks")
+        run(args.algo, args.env, args.seed, steps, args.eval_freq, args.n_eval_episodes, args.save_freq)
+    elif args.command == "queue":
+        queue(args)
+    elif args.command == "status":
+        status()
+    else:
+        report()
+
+
+if __name__ == "__main__":
+    main()
