@@ -8,6 +8,7 @@ run (the curve), ``summary.json``, ``summary.md`` and a learning-curve plot per 
     python benchmarks/returns.py --envs Pendulum-v1 --algos wpo sac --seeds 0-9 --steps 20000
     python benchmarks/returns.py --quick            # smoke test: 2 seeds, 2,000 steps, separate output folder
     python benchmarks/returns.py --report-only      # only redo the summary and plots from runs.jsonl
+    python benchmarks/returns.py --algos wpo --defaults --set learning_starts=100 --out benchmarks/results/defaults/ls100
 """
 
 import argparse
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 import numpy as np
+import yaml
 
 ALGOS = ("wpo", "sac", "td3", "tqc")
 COLORS = {"wpo": "tab:red", "sac": "tab:blue", "td3": "tab:green", "tqc": "tab:purple"}
@@ -48,7 +50,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke test: seeds 0,1, 2,000 steps, results/returns_quick")
     parser.add_argument("--report-only", action="store_true", help="no training; redo summary and plots")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/returns)")
+    parser.add_argument(
+        "--defaults", action="store_true", help="the algorithms' constructor defaults instead of their zoo entries"
+    )
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="e.g. learning_starts=100")
     args = parser.parse_args()
+    args.overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
     if args.quick:
         args.seeds, args.steps, args.eval_freq, args.n_eval_episodes = ["0,1"], 2000, 500, 2
     args.out = args.out or common.RESULTS / ("returns_quick" if args.quick else "returns")
@@ -64,7 +71,7 @@ def make_specs(args: argparse.Namespace, done: set[tuple]) -> list[dict[str, Any
     for env_id in args.envs:
         for seed in parse_seeds(args.seeds):
             for algo in args.algos:  # interleaved: whatever finishes first is balanced across algorithms
-                hyperparams = common.raw_hyperparams(algo, env_id)
+                hyperparams = {"policy": "MlpPolicy"} if args.defaults else common.raw_hyperparams(algo, env_id)
                 steps = args.steps or (20_000 if env_id == "Pendulum-v1" else int(float(hyperparams["n_timesteps"])))
                 spec = dict(
                     name=f"{algo}_{env_id}_s{seed}",
@@ -76,6 +83,7 @@ def make_specs(args: argparse.Namespace, done: set[tuple]) -> list[dict[str, Any
                     eval_freq=args.eval_freq,
                     n_eval_episodes=args.n_eval_episodes,
                     train_keys=common.WPO_TRAIN_KEYS if algo == "wpo" else (),
+                    overrides=args.overrides,
                 )
                 if run_key(spec) not in done:
                     specs.append(spec)

@@ -41,6 +41,21 @@ def is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def as_int(value: Any) -> Any:
+    """An integral number as an int (``1e4`` → 10000, as YAML files and SAC users write it); anything else as it is,
+    for the rules to refuse."""
+    if is_int(value):
+        return int(value)
+    if is_real(value) and math.isfinite(float(value)) and float(value).is_integer():
+        return int(value)
+    return value
+
+
+def as_float(value: Any) -> Any:
+    """A real number as a Python float (NumPy's float32 is not a ``float``, which SB3's schedules require)."""
+    return float(value) if is_real(value) and not is_int(value) else value
+
+
 def integer(min_value: int | None = None, max_value: int | None = None) -> Rule:
     """An integer in [min_value, max_value]."""
     bounds = [f">= {min_value}" if min_value is not None else "", f"<= {max_value}" if max_value is not None else ""]
