@@ -5,6 +5,7 @@ import math
 from contextlib import nullcontext
 from typing import Any, ClassVar
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BaseModel, BasePolicy
@@ -21,17 +22,20 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_wpo.safety import check_finite_observation
 from sb3_wpo.validation import Rule, boolean, check_all, check_net_arch, instance_of, integer, optional, real, subclass_of
 
 SOFTPLUS_ZERO = math.log(2.0)  # softplus(0)
+MAX_STD = 1e18  # σ² must be a finite float32 (< 3.4e38)
 
 # Types and ranges of the policy arguments (``policy_kwargs``), checked when the networks are built.
 POLICY_RULES: dict[str, Rule] = {
     "net_arch": check_net_arch,
     "activation_fn": subclass_of(nn.Module, "a torch.nn.Module subclass (e.g. nn.ReLU)"),
     "layer_norm": boolean(),
-    "init_std": real(0.0, low_open=True),
-    "min_std": real(0.0),
+    # σ² enters the loss: it must be a finite float32
+    "init_std": real(0.0, MAX_STD, low_open=True),
+    "min_std": real(0.0, MAX_STD),
     "features_extractor_class": subclass_of(BaseFeaturesExtractor),
     "features_extractor_kwargs": optional(instance_of(dict, "a dict or None")),
     "normalize_images": boolean(),
@@ -348,6 +352,16 @@ class WPOPolicy(BasePolicy):
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self.actor(observation, deterministic)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        check_finite_observation(observation)
+        return super().predict(observation, state, episode_start, deterministic)
 
     def set_training_mode(self, mode: bool) -> None:
         self.actor.set_training_mode(mode)

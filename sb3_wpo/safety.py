@@ -7,6 +7,7 @@ import os
 import pathlib
 import pickle
 import re
+import stat
 import uuid
 import warnings
 import zipfile
@@ -14,7 +15,9 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
 from torch import nn
 
 # What the divergence guard checks at each gradient step, in the order used to name the first culprit.
@@ -250,11 +253,14 @@ def atomic_write(target: pathlib.Path) -> Iterator[io.BufferedWriter]:
     """Write to a temporary file next to ``target``, fsync it, then ``os.replace`` it onto ``target``.
 
     A process killed at any moment leaves ``target`` either as it was or complete, never half-written; at worst
-    a stray ``.<name>.*.tmp`` file stays in the folder."""
+    a stray ``.<name>.*.tmp`` file stays in the folder. A file that is replaced keeps its permission bits (a new
+    file gets the umask's, as with ``open()``); being a new file, it is no longer hard-linked to other names."""
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
     try:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(fd, stat.S_IMODE(os.stat(target).st_mode))
         with os.fdopen(fd, "wb") as file:
             yield file
             file.flush()
@@ -315,16 +321,32 @@ def load_error_hint(error: BaseException) -> str:
 # Checkpoints
 
 
+def _finite_vecnormalize(path: pathlib.Path) -> bool:
+    """Whether a pickled ``VecNormalize`` loads and holds finite running statistics."""
+    try:
+        with path.open("rb") as file:
+            vecnormalize = pickle.load(file)
+    except Exception:
+        return False
+    running_stats = [getattr(vecnormalize, "ret_rms", None)]
+    obs_rms = getattr(vecnormalize, "obs_rms", None)
+    running_stats += list(obs_rms.values()) if isinstance(obs_rms, dict) else [obs_rms]
+    arrays = [getattr(rms, name) for rms in running_stats if rms is not None for name in ("mean", "var")]
+    return all(np.all(np.isfinite(array)) for array in arrays)
+
+
 def find_latest_checkpoint(
     save_path: str | os.PathLike, name_prefix: str = "rl_model"
 ) -> tuple[pathlib.Path, pathlib.Path | None, pathlib.Path | None]:
-    """The newest checkpoint written by SB3's ``CheckpointCallback(save_path, name_prefix=...)``.
+    """The newest complete checkpoint written by SB3's ``CheckpointCallback(save_path, name_prefix=...)``.
 
-    When replay buffers were saved (``save_replay_buffer=True``), the newest step that has both a model and a
-    replay buffer is chosen: a run killed between the two saves leaves a model without its buffer.
+    The callback saves the model, then the replay buffer (``save_replay_buffer=True``), then the ``VecNormalize``
+    statistics (``save_vecnormalize=True``): a run killed between these saves leaves an incomplete step. When any
+    step has a replay buffer (or statistics), only steps that have one count, and statistics must load and be
+    finite: resuming with missing or NaN statistics would silently give a different, or NaN, policy.
 
     :return: ``(model, replay_buffer, vecnormalize)`` paths; the replay buffer and VecNormalize paths are None
-        when that step has none.
+        when the run saved none.
     """
     folder = pathlib.Path(save_path)
     pattern = re.compile(rf"^{re.escape(name_prefix)}_(\d+)_steps\.zip$")
@@ -336,11 +358,58 @@ def find_latest_checkpoint(
     def replay_buffer_path(step: int) -> pathlib.Path:
         return folder / f"{name_prefix}_replay_buffer_{step}_steps.pkl"
 
-    complete = [step for step in steps if replay_buffer_path(step).is_file()]
-    step = complete[0] if complete else steps[0]
-    vecnormalize = folder / f"{name_prefix}_vecnormalize_{step}_steps.pkl"
-    return (
-        folder / f"{name_prefix}_{step}_steps.zip",
-        replay_buffer_path(step) if complete else None,
-        vecnormalize if vecnormalize.is_file() else None,
+    def vecnormalize_path(step: int) -> pathlib.Path:
+        return folder / f"{name_prefix}_vecnormalize_{step}_steps.pkl"
+
+    with_buffer = any(replay_buffer_path(step).is_file() for step in steps)
+    with_vecnormalize = any(vecnormalize_path(step).is_file() for step in steps)
+    for step in steps:
+        if with_buffer and not replay_buffer_path(step).is_file():
+            continue
+        if with_vecnormalize and not (vecnormalize_path(step).is_file() and _finite_vecnormalize(vecnormalize_path(step))):
+            continue
+        return (
+            folder / f"{name_prefix}_{step}_steps.zip",
+            replay_buffer_path(step) if with_buffer else None,
+            vecnormalize_path(step) if with_vecnormalize else None,
+        )
+    raise FileNotFoundError(
+        f"No complete checkpoint in '{folder}': every step lacks its replay buffer or has missing or non-finite "
+        "VecNormalize statistics"
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Guards of the data collection
+
+
+class EndlessEpisodeGuard(BaseCallback):
+    """With ``train_freq`` in episodes, SB3 collects until an episode ends: on an environment whose episodes never
+    end, ``learn()`` would hang. Raise once a single rollout has outrun the whole ``learn()`` budget (and 10,000
+    steps) without an episode ending."""
+
+    def __init__(self, budget: int):
+        super().__init__()
+        self.budget = budget
+        self.limit = max(budget, 10_000)
+
+    def _on_step(self) -> bool:
+        if self.locals.get("num_collected_episodes", 1) == 0 and self.locals.get("num_collected_steps", 0) > self.limit:
+            raise RuntimeError(
+                f"train_freq={self.locals.get('train_freq')} waits for the end of an episode, and none has ended in "
+                f"{self.limit} steps (this learn() call's budget is {self.budget}): the environment may never end its "
+                "episodes. Wrap it "
+                "in gymnasium.wrappers.TimeLimit, or give train_freq in steps"
+            )
+        return True
+
+
+def check_finite_observation(observation: np.ndarray | dict[str, np.ndarray]) -> None:
+    """Refuse to act on NaN or inf observations (an environment or wrapper bug): the policy would return NaN actions,
+    and the environment would be stepped with them."""
+    arrays = observation.values() if isinstance(observation, dict) else [observation]
+    for key, array in zip(observation if isinstance(observation, dict) else [None], arrays, strict=True):
+        array = np.asarray(array)
+        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+            where = f"observation[{key!r}]" if key is not None else "observation"
+            raise ValueError(f"{where} contains NaN or inf: {array!r}; WPO cannot act on it")

@@ -16,6 +16,7 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 
 Rule = Callable[[str, Any], None]
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # networks, duals and actions are float32 tensors
 
 
 class UnsupportedError(ValueError, AssertionError):
@@ -234,6 +235,13 @@ def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) ->
         raise UnsupportedError(
             "action_space must have finite bounds (actions are scaled to [-1, 1] between low and high), "
             f"got low={action_space.low}, high={action_space.high}"
+        )
+    if np.any(np.abs(action_space.low.astype(np.float64)) > FLOAT32_MAX / 2) or np.any(
+        np.abs(action_space.high.astype(np.float64)) > FLOAT32_MAX / 2
+    ):
+        raise UnsupportedError(
+            f"action_space bounds must be within ±{FLOAT32_MAX / 2:.3g} (high - low must be a finite float32: actions "
+            f"are scaled to [-1, 1] between them), got low={action_space.low}, high={action_space.high}"
         )
     if not np.all(action_space.high > action_space.low):
         raise UnsupportedError(

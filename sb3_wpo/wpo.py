@@ -1,5 +1,6 @@
 """Wasserstein Policy Optimization as a Stable-Baselines3 off-policy algorithm."""
 
+import copy
 import io
 import math
 import os
@@ -12,17 +13,20 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, TrainFrequencyUnit
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, TensorDict, TrainFrequencyUnit
 from stable_baselines3.common.utils import get_parameters_by_name, polyak_update
+from stable_baselines3.common.save_util import recursive_getattr
 
 from sb3_wpo.losses import MIN_LOG_ALPHA, SQUASHING_TYPES, wpo_loss
 from sb3_wpo.policies import Actor, CnnPolicy, Critic, MlpPolicy, MultiInputPolicy, WPOPolicy
 from sb3_wpo.safety import (
     FINITE_CHECKS,
     DivergenceError,
+    EndlessEpisodeGuard,
     LoadError,
     StateSnapshot,
     all_finite,
@@ -36,9 +40,12 @@ from sb3_wpo.safety import (
 )
 from sb3_wpo.validation import (
     Rule,
+    FLOAT32_MAX,
     UnsupportedError,
     a_callable,
     accepted_keywords,
+    as_float,
+    as_int,
     boolean,
     check_all,
     check_before_setup,
@@ -67,6 +74,46 @@ def _check_train_freq(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
+# Arguments given as numbers of another type that WPO takes as SAC does: 1e4 for an integer, np.float32 for a float.
+INTEGER_ARGUMENTS = (
+    "buffer_size",
+    "learning_starts",
+    "batch_size",
+    "gradient_steps",
+    "n_steps",
+    "num_samples",
+    "target_update_interval",
+)
+FLOAT_ARGUMENTS = (
+    "learning_rate",
+    "tau",
+    "gamma",
+    "epsilon_mean",
+    "epsilon_std",
+    "init_log_alpha_mean",
+    "init_log_alpha_std",
+    "dual_learning_rate",
+    "max_grad_norm",
+)
+
+
+def normalize_numbers(arguments: dict[str, Any]) -> dict[str, Any]:
+    """``arguments`` with integral numbers of the integer arguments as ints and the real ones as Python floats."""
+    normalized = dict(arguments)
+    for name in INTEGER_ARGUMENTS:
+        if name in normalized:
+            normalized[name] = as_int(normalized[name])
+    for name in FLOAT_ARGUMENTS:
+        if name in normalized:
+            normalized[name] = as_float(normalized[name])
+    train_freq = normalized.get("train_freq")
+    if isinstance(train_freq, tuple) and len(train_freq) == 2:
+        normalized["train_freq"] = (as_int(train_freq[0]), train_freq[1])
+    elif train_freq is not None:
+        normalized["train_freq"] = as_int(train_freq)
+    return normalized
+
+
 # Types and ranges of WPO's arguments, checked at construction (``WPO._validate_arguments``).
 ARGUMENT_RULES: dict[str, Rule] = {
     "learning_rate": either(real(0.0, low_open=True), a_callable(), allowed="a number > 0 or a schedule (callable)"),
@@ -85,8 +132,8 @@ ARGUMENT_RULES: dict[str, Rule] = {
     "num_samples": integer(1),
     "epsilon_mean": real(0.0, low_open=True),
     "epsilon_std": real(0.0, low_open=True),
-    "init_log_alpha_mean": real(),
-    "init_log_alpha_std": real(),
+    "init_log_alpha_mean": real(-FLOAT32_MAX, FLOAT32_MAX),  # the duals are float32 tensors
+    "init_log_alpha_std": real(-FLOAT32_MAX, FLOAT32_MAX),
     "dual_learning_rate": real(0.0),
     "per_dim_constraining": boolean(),
     "squashing": one_of(SQUASHING_TYPES),
@@ -255,6 +302,8 @@ class WPO(OffPolicyAlgorithm):
         self.max_grad_norm = max_grad_norm
         self.check_finite = check_finite
         self.dual_optimizer: th.optim.Optimizer | None = None
+        names = (*INTEGER_ARGUMENTS, *FLOAT_ARGUMENTS, "train_freq")
+        self.__dict__.update(normalize_numbers({name: getattr(self, name) for name in names}))
         self._validate_arguments()
         if dual_learning_rate == 0 and (epsilon_mean, epsilon_std) != (DEFAULT_EPSILON_MEAN, DEFAULT_EPSILON_STD):
             warnings.warn(
@@ -309,11 +358,14 @@ class WPO(OffPolicyAlgorithm):
             )
 
     def _setup_model(self) -> None:
-        if self.n_steps > 1 and self.replay_buffer_class is NStepReplayBuffer and self.replay_buffer_kwargs.get("n_steps"):
-            # A loaded model carries the buffer SB3 picked for n_steps: let SB3 pick it again instead of warning
-            # that n_steps is ignored.
+        if getattr(self, "_n_step_buffer_picked", False):
+            # A loaded model carries the buffer SB3 picked for its n_steps and gamma: let SB3 pick again for the
+            # current ones (overrides in load), instead of warning that n_steps is ignored.
             self.replay_buffer_class = None
+            self.replay_buffer_kwargs = {k: v for k, v in self.replay_buffer_kwargs.items() if k not in ("n_steps", "gamma")}
+        picked = self.replay_buffer_class is None
         super()._setup_model()
+        self._n_step_buffer_picked = picked and self.replay_buffer_class is NStepReplayBuffer
         self._create_aliases()
         self.batch_norm_stats = get_parameters_by_name(self.critic, ["running_"]) + get_parameters_by_name(
             self.actor, ["running_"]
@@ -534,12 +586,14 @@ class WPO(OffPolicyAlgorithm):
         progress_bar: bool = False,
     ) -> SelfWPO:
         real(0.0)("total_timesteps", total_timesteps)
-        end = total_timesteps + (0 if reset_num_timesteps else self.num_timesteps)
-        if self.learning_starts > end:
-            done = "" if reset_num_timesteps else f", counting the {self.num_timesteps} timesteps already done"
-            raise ValueError(
-                f"learning_starts ({self.learning_starts}) is larger than total_timesteps ({end}{done}): "
-                "training would never start; lower learning_starts or raise total_timesteps"
+        if self._n_updates > 0 and self.replay_buffer is not None and self.replay_buffer.size() == 0:
+            warnings.warn(
+                f"This model has made {self._n_updates} updates but its replay buffer is empty (SB3 saves the buffer "
+                "apart from the model): training goes on from new transitions only. Load the saved buffer with "
+                "model.load_replay_buffer(path); the RL Zoo's -i loads replay_buffer.pkl from the agent's folder, "
+                "written by --save-replay-buffer",
+                UserWarning,
+                stacklevel=2,
             )
         return super().learn(
             total_timesteps=total_timesteps,
@@ -549,6 +603,14 @@ class WPO(OffPolicyAlgorithm):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
+
+    def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
+        if self.train_freq.unit == TrainFrequencyUnit.EPISODE:  # type: ignore[union-attr]
+            if callback is not None and not isinstance(callback, list | BaseCallback):
+                callback = ConvertCallback(callback)
+            callbacks = callback if isinstance(callback, list) else [] if callback is None else [callback]
+            callback = [*callbacks, EndlessEpisodeGuard(self._total_timesteps - self.num_timesteps)]
+        return super()._init_callback(callback, progress_bar)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "actor", "actor_target", "critic", "critic_target", "_snapshot"]
@@ -616,19 +678,63 @@ class WPO(OffPolicyAlgorithm):
     ) -> SelfWPO:
         """SB3's ``load``, with errors that name the file: ``FileNotFoundError`` when neither ``path`` nor
         ``path.zip`` exists, ``sb3_wpo.LoadError`` (a ``ValueError``) when it is corrupt, truncated, not an SB3
-        model, or the model of another algorithm."""
+        model, or the model of another algorithm; a ``ValueError`` naming the overrides (``kwargs``, ``device``)
+        when the file loads without them but not with them. Overrides apply as in SB3, the replay buffer's n-step
+        returns and discount included; ``per_dim_constraining`` cannot change (the saved duals have its shape)."""
         path = existing_path(path, "zip")
+        kwargs = normalize_numbers(kwargs)
         try:
             model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
             # The saved values, with the overrides in kwargs; custom_objects replace saved values unchecked, as in SB3
             # (the RL Zoo's enjoy/record_video load agents with custom_objects={"learning_rate": 0.0, ...}).
             model._validate_arguments(unchecked=custom_objects or {})
         except Exception as error:
+            overrides = sorted(kwargs) + (["device"] if device != "auto" else [])
+            if overrides and cls._loads_without_overrides(path, custom_objects):
+                hint = " (learned duals cannot be switched on or off by loading)" if "dual_learning_rate" in kwargs else ""
+                raise ValueError(
+                    f"The {cls.__name__} model in {describe_file(path)} loads, but not with the overrides "
+                    f"{', '.join(overrides)}{hint}: {type(error).__name__}: {error}"
+                ) from error
             raise LoadError(
                 f"Could not load a {cls.__name__} model from {describe_file(path)}: {type(error).__name__}: {error}"
                 f"{load_error_hint(error)}"
             ) from error
+        n_duals = int(np.prod(model.action_space.shape)) if model.per_dim_constraining else 1  # type: ignore[arg-type]
+        if model.log_alpha_mean.numel() != n_duals:
+            raise ValueError(
+                f"per_dim_constraining={model.per_dim_constraining} cannot override the saved model's: its duals hold "
+                f"{model.log_alpha_mean.numel()} values, one per {'action dimension' if n_duals == 1 else 'model'}"
+            )
         return model
+
+    def set_parameters(
+        self,
+        load_path_or_dict: str | TensorDict,
+        exact_match: bool = True,
+        device: th.device | str = "auto",
+    ) -> None:
+        """SB3's ``set_parameters``, all or nothing: when one tensor does not fit, the model is left as it was."""
+        names, _ = self._get_torch_save_params()
+        saved = {name: copy.deepcopy(recursive_getattr(self, name).state_dict()) for name in names}
+        try:
+            super().set_parameters(load_path_or_dict, exact_match, device)
+        except Exception:
+            for name, state_dict in saved.items():
+                recursive_getattr(self, name).load_state_dict(state_dict)
+            raise
+
+    @classmethod
+    def _loads_without_overrides(cls, path: Any, custom_objects: dict[str, Any] | None) -> bool:
+        if isinstance(path, io.IOBase):
+            if not path.seekable():
+                return False
+            path.seek(0)
+        try:
+            super().load(path, custom_objects=custom_objects)
+        except Exception:
+            return False
+        return True
 
     def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
         """SB3's ``load_replay_buffer``, with errors that name the file (see ``load``); the current buffer is kept

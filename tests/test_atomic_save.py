@@ -204,3 +204,15 @@ def test_save_through_a_symlink_writes_its_target(model: WPO, tmp_path: Path):
     (tmp_path / "latest.zip").symlink_to(real)
     model.save(tmp_path / "latest.zip")
     assert (tmp_path / "latest.zip").is_symlink() and zipfile.is_zipfile(real)
+
+
+def test_save_keeps_the_permissions_of_the_file_it_replaces(model: WPO, tmp_path: Path):
+    path = tmp_path / "private.zip"
+    model.save(path)
+    os.chmod(path, 0o600)  # e.g. a model the user keeps private
+    model.save(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    os.chmod(tmp_path / "buffer.pkl", 0o640)
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    assert (tmp_path / "buffer.pkl").stat().st_mode & 0o777 == 0o640

@@ -117,11 +117,16 @@ def test_nan_rewards(dict_obs: bool):
 
 @pytest.mark.parametrize("dict_obs", [False, True], ids=["box", "dict"])
 def test_nan_observations(dict_obs: bool):
+    """The policy refuses to act on a NaN observation (as SAC's distribution does); NaN observations stored in the
+    random warm-up are caught in the replay batch, with the model left as it was."""
     policy = "MultiInputPolicy" if dict_obs else "MlpPolicy"
     model = WPO(policy, ToyEnv("obs", dict_obs=dict_obs), **TINY)
     states = record_states_before_train(model)
+    with pytest.raises(ValueError, match=r"observation(\['x'\])? contains NaN or inf"):
+        model.learn(300)  # poisoned from step 31, the policy acts from step 41
+    assert model.num_timesteps == TINY["learning_starts"] and model._n_updates == 0
     with pytest.raises(DivergenceError, match="observations of the replay batch") as raised:
-        model.learn(300)
+        model.train(gradient_steps=1, batch_size=TINY["batch_size"])
     assert raised.value.quantities[0] in ("observations", "next_observations")
     assert all(th.isfinite(p).all() for p in model.policy.parameters())
     assert_same(training_state(model), states[-1])

@@ -12,6 +12,7 @@ import gymnasium as gym
 import pytest
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from sb3_wpo import WPO, find_latest_checkpoint
 from helpers import assert_same
@@ -153,3 +154,28 @@ def test_find_latest_checkpoint_prefers_a_complete_one(tmp_path: Path):
     assert find_latest_checkpoint(tmp_path)[0].name == "rl_model_200_steps.zip"
     with pytest.raises(FileNotFoundError, match="other"):
         find_latest_checkpoint(tmp_path, name_prefix="other")
+
+
+def save_vecnormalize(path: Path, mean: float) -> None:
+    vecnormalize = VecNormalize(DummyVecEnv([lambda: gym.make(ENV_ID)]))
+    vecnormalize.obs_rms.mean[:] = mean
+    vecnormalize.save(str(path))
+
+
+def test_find_latest_checkpoint_needs_finite_vecnormalize_statistics(tmp_path: Path):
+    """A kill between the model/buffer saves and the statistics save, or statistics gone NaN, make a step
+    incomplete: resuming from it would lose the normalization or turn the policy into NaN."""
+    model = WPO("MlpPolicy", ENV_ID, **TINY)
+    for step in (100, 200, 300):
+        model.save(tmp_path / f"rl_model_{step}_steps.zip")
+        model.save_replay_buffer(tmp_path / f"rl_model_replay_buffer_{step}_steps.pkl")
+    save_vecnormalize(tmp_path / "rl_model_vecnormalize_100_steps.pkl", 0.5)
+    save_vecnormalize(tmp_path / "rl_model_vecnormalize_200_steps.pkl", float("nan"))
+    # step 300: killed before its statistics were saved
+    model_path, buffer_path, vecnormalize_path = find_latest_checkpoint(tmp_path)
+    assert model_path.name == "rl_model_100_steps.zip"
+    assert buffer_path is not None and buffer_path.name == "rl_model_replay_buffer_100_steps.pkl"
+    assert vecnormalize_path is not None and vecnormalize_path.name == "rl_model_vecnormalize_100_steps.pkl"
+    (tmp_path / "rl_model_vecnormalize_100_steps.pkl").write_bytes(b"truncated")
+    with pytest.raises(FileNotFoundError, match="VecNormalize"):
+        find_latest_checkpoint(tmp_path)

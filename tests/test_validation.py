@@ -69,7 +69,7 @@ BAD_ARGUMENTS = [
     ("learning_rate", dict(learning_rate=NAN), ValueError),
     ("learning_rate", dict(learning_rate="fast"), TypeError),
     ("buffer_size", dict(buffer_size=0), ValueError),
-    ("buffer_size", dict(buffer_size=1e4), TypeError),
+    ("buffer_size", dict(buffer_size=1e4 + 0.5), TypeError),
     ("learning_starts", dict(learning_starts=-1), ValueError),
     ("batch_size", dict(batch_size=0), ValueError),
     ("batch_size", dict(batch_size=True), TypeError),
@@ -90,11 +90,12 @@ BAD_ARGUMENTS = [
     ("optimize_memory_usage", dict(optimize_memory_usage="yes"), TypeError),
     ("n_steps", dict(n_steps=0), ValueError),
     ("num_samples", dict(num_samples=0), ValueError),
-    ("num_samples", dict(num_samples=2.0), TypeError),
+    ("num_samples", dict(num_samples=2.5), TypeError),
     ("epsilon_mean", dict(epsilon_mean=0.0), ValueError),
     ("epsilon_std", dict(epsilon_std=-1e-6), ValueError),
     ("epsilon_std", dict(epsilon_std=INF), ValueError),
     ("init_log_alpha_mean", dict(init_log_alpha_mean=INF), ValueError),
+    ("init_log_alpha_mean", dict(init_log_alpha_mean=1e39), ValueError),  # beyond float32
     ("init_log_alpha_std", dict(init_log_alpha_std="big"), TypeError),
     ("dual_learning_rate", dict(dual_learning_rate=-1e-3), ValueError),
     ("per_dim_constraining", dict(per_dim_constraining=1), TypeError),
@@ -132,6 +133,7 @@ BAD_POLICY_ARGUMENTS = [
     ("init_std", dict(init_std=0.0), ValueError),
     ("init_std", dict(init_std=-0.5), ValueError),
     ("init_std", dict(init_std=NAN), ValueError),
+    ("init_std", dict(init_std=1e30), ValueError),  # σ² overflows float32
     ("min_std", dict(min_std=-1e-3), ValueError),
     ("min_std", dict(min_std="tiny"), TypeError),
     ("n_critics", dict(n_critics=0), ValueError),
@@ -156,6 +158,7 @@ BAD_SPACES = [
     ("action_space", dict(env=CountingEnv(action_space=HALF_INFINITE_ACT))),
     ("action_space", dict(env=CountingEnv(action_space=spaces.Box(-3, 3, (2,), np.int64)))),
     ("action_space", dict(env=CountingEnv(action_space=spaces.Box(1.0, 1.0, (2,), np.float32)))),
+    ("action_space", dict(env=CountingEnv(action_space=spaces.Box(-3e38, 3e38, (2,), np.float32)))),  # high - low = inf
     ("observation_space", dict(env=CountingEnv(observation_space=spaces.Tuple([BOX_OBS, BOX_OBS])))),
     ("observation_space", dict(env=CountingEnv(observation_space=spaces.Dict({"nested": DICT_OBS})))),
     ("policy", dict(policy="MultiInputPolicy")),  # with a Box observation space
@@ -211,15 +214,28 @@ def test_inconsistent_combination(name: str, overrides: dict):
         build(**overrides)
 
 
-def test_learning_starts_beyond_total_timesteps_is_refused_by_learn():
+def test_learn_shorter_than_learning_starts_collects_data_like_sac():
+    """SB3 lets learn() run shorter than learning_starts (to fill a buffer): no update, transitions kept."""
     model = build(learning_starts=500)
-    with pytest.raises(ValueError, match="learning_starts") as raised:
-        model.learn(total_timesteps=200)
-    assert "500" in str(raised.value) and "200" in str(raised.value)
+    model.learn(total_timesteps=200)
+    assert model.num_timesteps == 200 and model._n_updates == 0 and model.replay_buffer.size() == 200
+    CountingEnv.steps = CountingEnv.resets = 0
     with pytest.raises(ValueError, match="total_timesteps"):
         model.learn(total_timesteps=-5)
     with pytest.raises(TypeError, match="total_timesteps"):
         model.learn(total_timesteps="200")
+
+
+def test_numbers_are_taken_as_sac_takes_them():
+    """1e4 for an integer (YAML files write it so), NumPy numbers, np.float32 learning rates (SB3's schedule needs a
+    Python float: SAC fails on it with an assertion)."""
+    model = build(
+        learning_starts=1e3, buffer_size=1e4, batch_size=np.int64(16), learning_rate=np.float32(1e-3), train_freq=2.0
+    )
+    assert model.train_freq.frequency == 2 and type(model.train_freq.frequency) is int
+    assert (model.learning_starts, model.buffer_size, model.batch_size) == (1000, 10_000, 16)
+    assert all(type(value) is int for value in (model.learning_starts, model.buffer_size, model.batch_size))
+    assert type(model.learning_rate) is float and model.lr_schedule(1.0) == pytest.approx(1e-3)
 
 
 def test_unknown_policy_kwarg_lists_the_allowed_keys():
@@ -230,7 +246,7 @@ def test_unknown_policy_kwarg_lists_the_allowed_keys():
 
 
 def test_counted_bad_inputs():
-    total = len(BAD_ARGUMENTS) + len(BAD_POLICY_ARGUMENTS) + len(BAD_SPACES) + len(BAD_COMBINATIONS) + 3 + 1
+    total = len(BAD_ARGUMENTS) + len(BAD_POLICY_ARGUMENTS) + len(BAD_SPACES) + len(BAD_COMBINATIONS) + 2 + 1
     assert total >= 30
 
 
@@ -273,3 +289,25 @@ def test_load_overrides_are_validated(tmp_path):
         WPO.load(tmp_path / "model", tau=5.0)
     assert "model.zip" in str(raised.value)
     assert WPO.load(tmp_path / "model", tau=0.5).tau == 0.5
+
+
+class EndlessEnv(gym.Env):
+    observation_space = BOX_OBS
+    action_space = BOX_ACT
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict]:
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+def test_episodic_train_freq_on_an_endless_env_raises_instead_of_hanging():
+    model = WPO("MlpPolicy", EndlessEnv(), train_freq=(1, "episode"), **TINY)
+    with pytest.raises(RuntimeError, match="TimeLimit") as raised:
+        model.learn(100)
+    assert "none has ended in 10000 steps" in str(raised.value) and model.num_timesteps == 10_001
+    model = WPO("MlpPolicy", gym.wrappers.TimeLimit(EndlessEnv(), 50), train_freq=(1, "episode"), **TINY)
+    model.learn(100)  # episodes end: SB3's behaviour, an episode longer than the budget included
+    assert model.num_timesteps == 100

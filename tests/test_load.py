@@ -1,0 +1,104 @@
+"""Loading with overrides does what it says or refuses clearly, set_parameters is all or nothing, and a trained
+model that continues with an empty replay buffer says so."""
+
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
+
+from sb3_wpo import WPO, LoadError
+
+TINY = dict(buffer_size=1_000, learning_starts=20, batch_size=16, num_samples=2, policy_kwargs=dict(net_arch=[8]), seed=0)
+
+
+class TwoDimensionalEnv(gym.Env):
+    """Two action dimensions, so per-dimension duals differ in shape from a single one."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        return self.observation_space.sample(), -float(np.sum(action**2)), False, False, {}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = WPO("MlpPolicy", TwoDimensionalEnv(), n_steps=5, **TINY)
+    model.learn(40)
+    path = tmp_path_factory.mktemp("model") / "wpo.zip"
+    model.save(path)
+    model.save_replay_buffer(path.with_suffix(".pkl"))
+    return path
+
+
+def test_n_steps_and_gamma_overrides_reach_the_replay_buffer(saved: Path):
+    model = WPO.load(saved, env=TwoDimensionalEnv(), n_steps=1, gamma=0.9)
+    assert type(model.replay_buffer) is ReplayBuffer and model.gamma == 0.9
+    model = WPO.load(saved, env=TwoDimensionalEnv(), n_steps=3, gamma=0.9)
+    assert isinstance(model.replay_buffer, NStepReplayBuffer)
+    assert (model.replay_buffer.n_steps, model.replay_buffer.gamma) == (3, 0.9)
+    model = WPO.load(saved, env=TwoDimensionalEnv())  # no override: the saved 5-step buffer
+    assert (model.replay_buffer.n_steps, model.replay_buffer.gamma) == (5, 0.99)
+
+
+def test_per_dim_constraining_cannot_change_on_load(saved: Path):
+    """The saved duals have one value per action dimension; summing the KL over dimensions with them would weigh
+    the penalty twice."""
+    with pytest.raises(ValueError, match="per_dim_constraining"):
+        WPO.load(saved, env=TwoDimensionalEnv(), per_dim_constraining=False)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (dict(device="nonsense"), "device"),
+        (dict(learning_starts="soon"), "learning_starts"),
+        (dict(dual_learning_rate=0.1), "dual_learning_rate"),
+    ],
+    ids=["device", "learning_starts", "dual_learning_rate"],
+)
+def test_a_bad_override_is_blamed_not_the_file(saved: Path, overrides: dict, named: str):
+    with pytest.raises(ValueError, match=named) as raised:
+        WPO.load(saved, **overrides)
+    assert not isinstance(raised.value, LoadError) and "loads, but not with the overrides" in str(raised.value)
+    assert "corrupt" not in str(raised.value)
+
+
+def test_numbers_in_overrides_are_taken_as_in_the_constructor(saved: Path):
+    model = WPO.load(saved, learning_starts=1e3, learning_rate=np.float32(1e-4))
+    assert model.learning_starts == 1000 and type(model.learning_starts) is int and type(model.learning_rate) is float
+
+
+def test_set_parameters_is_all_or_nothing():
+    model = WPO("MlpPolicy", TwoDimensionalEnv(), **TINY)
+    before = {key: value.clone() for key, value in model.policy.state_dict().items()}
+    parameters = model.get_parameters()
+    first, last = list(parameters["policy"])[0], list(parameters["policy"])[-1]
+    parameters["policy"][first] = parameters["policy"][first] + 1.0  # fits, and would be applied first
+    parameters["policy"][last] = th.zeros(7, 7)  # does not fit
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        model.set_parameters(parameters)
+    after = model.policy.state_dict()
+    assert all(th.equal(before[key], after[key]) for key in before), "the model was half overwritten"
+
+
+def test_continuing_with_an_empty_replay_buffer_warns(saved: Path):
+    model = WPO.load(saved, env=TwoDimensionalEnv())
+    with pytest.warns(UserWarning, match="replay buffer is empty"):
+        model.learn(10, reset_num_timesteps=False)
+    model = WPO.load(saved, env=TwoDimensionalEnv())
+    model.load_replay_buffer(saved.with_suffix(".pkl"))
+    fresh = WPO("MlpPolicy", TwoDimensionalEnv(), **TINY)  # an untrained model has nothing to lose
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.learn(10, reset_num_timesteps=False)
+        fresh.learn(10)
