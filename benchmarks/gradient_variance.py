@@ -20,7 +20,7 @@ Q functions: ``quadratic`` −(a−1)² at μ = 0 (∇a Q affine: WPO's and repa
 relative variance σ²/4 per sample, 0 as σ → 0), and ``two_bumps`` exp(−(a−1)²/(2·0.3²)) + 0.5·exp(−(a+1)²/(2·0.3²))
 at μ = 1.5 (two peaks of width 0.3: ∇a Q is large and changes sign within a wide policy).
 
-    python benchmarks/gradient_variance.py            # full run: 20,000 repeats per cell (under a minute, 1 thread)
+    python benchmarks/gradient_variance.py            # full run: 100,000 repeats per cell (about a minute, 1 thread)
     python benchmarks/gradient_variance.py --quick    # smoke test: 300 repeats, results/gradient_variance_quick
 """
 
@@ -86,7 +86,7 @@ Q_FUNCTIONS: dict[str, dict[str, Any]] = {
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=20_000, help="independent estimates per cell")
+    parser.add_argument("--repeats", type=int, default=100_000, help="independent estimates per cell")
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.5, 2.0])
     parser.add_argument("--max-log2-n", type=int, default=8, help="N in 1, 2, 4, ..., 2**max_log2_n")
     parser.add_argument("--q", nargs="+", default=list(Q_FUNCTIONS), choices=list(Q_FUNCTIONS))
