@@ -16,9 +16,10 @@ estimators (plain vs rescaled WPO) leaves it unchanged. It is the number of samp
 squared relative error: N·relvar is constant for i.i.d. estimators. Each cell also records each estimator's
 bias in standard errors (a check that all are unbiased) and the largest |wpo − reparam| over the cell.
 
-Q functions: ``quadratic`` −(a−1)² at μ = 0 (∇a Q affine: WPO's and reparameterization's mean estimates have
-relative variance σ²/4 per sample, 0 as σ → 0), and ``two_bumps`` exp(−(a−1)²/(2·0.3²)) + 0.5·exp(−(a+1)²/(2·0.3²))
-at μ = 1.5 (two peaks of width 0.3: ∇a Q is large and changes sign within a wide policy).
+Q functions: ``quadratic`` −(a−1)² at μ = 0 (∇a Q affine: per sample, WPO's and reparameterization's relative
+variance is σ² for the mean, 0 as σ → 0, and 2 + 1/σ² for the std), and ``two_bumps``
+exp(−(a−1)²/(2·0.3²)) + 0.5·exp(−(a+1)²/(2·0.3²)) at μ = 1.5 (two peaks of width 0.3: ∇a Q is large and changes
+sign within a wide policy).
 
     python benchmarks/gradient_variance.py            # full run: 100,000 repeats per cell (about a minute, 1 thread)
     python benchmarks/gradient_variance.py --quick    # smoke test: 300 repeats, results/gradient_variance_quick
