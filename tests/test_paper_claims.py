@@ -25,7 +25,7 @@ Claim 4 (the paper: WPO approximates a Wasserstein gradient flow, in which each 
   fixed weights w_k, the plain update of component k is its Fisher diag(w_k/σ_k², 2w_k/σ_k²) times
   (E_k[g], E_k[εg]): rescaled by the inverse of that Fisher, each component's mass moves with the mean of ∇a Q
   over it, E_k[g] → ∇a Q(μ_k) as σ_k → 0 (particles), however light the component. Without the weight in the
-  rescaling, a component of weight w_k moves w_k times too slowly.
+  rescaling, a component of weight w_k moves at w_k times that speed.
 
 Tolerances: Monte-Carlo checks accept |mean − expected| ≤ K_SE standard errors (SE = sample std / √M, from the
 same samples), plus float64 rounding slack; exact statements use a relative tolerance of 1e-12. Each check is a
@@ -465,7 +465,7 @@ def test_claim4_mixture_each_component_moves_with_its_mass(scales: tuple[float, 
 
 @pytest.mark.parametrize("bug", ["q_grad_sign", "fisher_without_weights"])
 def test_claim4_mixture_check_rejects_broken_variants(bug: str):
-    if bug == "fisher_without_weights":  # a per-Gaussian σ² rescaling: the light component moves w_k times too slowly
+    if bug == "fisher_without_weights":  # a per-Gaussian σ² rescaling: a component moves at w_k times the speed
         assert not mixture_components_move_with_their_mass((0.3, 0.5), use_weights=False)
         return
     with broken_library(bug):
