@@ -1,8 +1,8 @@
 """Write benchmarks/README.md (the results page) from the committed result files.
 
 Every number in the tables comes from benchmarks/results/{speed/speed.json, returns/summary.json,
-epsilon_sweep/summary.json}; the prose notes are in benchmarks/notes/*.md (written by hand after reading the
-results) and are pasted in as they are.
+epsilon_sweep/summary.json, gradient_variance/results.json}; the prose notes are in benchmarks/notes/*.md (written
+by hand after reading the results) and are pasted in as they are.
 
     python benchmarks/make_report.py
 """
@@ -247,10 +247,50 @@ def sweep_section(summary: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def variance_section(result: dict[str, Any] | None) -> list[str]:
+    out = ["## 4. Variance of the policy-gradient estimate (`benchmarks/gradient_variance.py`)", ""]
+    if result is None:
+        return [*out, "Not run yet: `python benchmarks/gradient_variance.py`.", ""]
+    settings = result["settings"]
+    max_diff = max(c["max_abs_wpo_minus_reparam"] for c in result["cells"])
+    max_z = max(row["max_abs_bias_z"] for row in result["summary"])
+    out += [
+        f"Run: {machine_line(result['meta'])}; {settings['repeats']:,} independent estimates per cell, "
+        f"N = 1, 2, …, {2 ** settings['max_log2_n']}, σ in {settings['sigmas']}. Q functions: "
+        + "; ".join(f"`{name}` Q(a) = {q['formula']} at μ = {q['mu']}" for name, q in result["q_functions"].items())
+        + ".",
+        "",
+        "Relative variance = Var[estimate] / (its expected value)², the expected value exact (∇J from J in closed form; "
+        "F·∇J for plain WPO). N·relvar is about constant in N (the median over N is shown); the ratios are "
+        "relvar(REINFORCE) / relvar(WPO) over N ≥ 2, min / median / max: above 1, WPO's estimate is the less noisy. "
+        f"Rescaled WPO and the reparameterization gradient agree sample by sample (largest difference {max_diff:.1e}), "
+        "plain WPO differs from them by constant factors, so the three have one relative variance (the column WPO). "
+        f"All estimators are unbiased: the largest |mean − expected| is {max_z:.2f} standard errors over all cells.",
+        "",
+        "| Q | σ | parameter | ∂J | N·relvar WPO (= reparam.) | N·relvar REINFORCE | N·relvar REINFORCE-LOO "
+        "| REINFORCE / WPO | REINFORCE-LOO / WPO |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def ratio(row: dict[str, Any], name: str) -> str:
+        return " / ".join(f"{row[f'{name}_over_wpo_{stat}']:.3g}" for stat in ("min", "median", "max"))
+
+    for row in result["summary"]:
+        out.append(
+            f"| {row['q']} | {row['sigma']:g} | {'μ' if row['param'] == 'mu' else 'σ'} | {row['true_grad']:.3g} "
+            f"| {row['wpo_n_times_rel_var_median']:.3g} | {row['reinforce_n_times_rel_var_median']:.3g} "
+            f"| {row['reinforce_loo_n_times_rel_var_median']:.3g} "
+            f"| {ratio(row, 'reinforce')} | {ratio(row, 'reinforce_loo')} |"
+        )
+    out += ["", note("gradient_variance"), "![gradient variance](results/gradient_variance/gradient_variance.png)", ""]
+    return out
+
+
 def main() -> None:
     speed = load(RES / "speed" / "speed.json")
     returns = load(RES / "returns" / "summary.json")
     sweep = load(RES / "epsilon_sweep" / "summary.json")
+    variance = load(RES / "gradient_variance" / "results.json")
     lines = [
         "# Benchmarks",
         "",
@@ -260,6 +300,7 @@ def main() -> None:
         *speed_section(speed),
         *returns_section(returns),
         *sweep_section(sweep),
+        *variance_section(variance),
         note("not_run"),
     ]
     (BENCH / "README.md").write_text("\n".join(lines))

@@ -141,3 +141,23 @@ def test_a_run_records_curve_and_wpo_statistics():
     assert record["train_stats"] and set(common.WPO_TRAIN_KEYS) <= set(record["train_stats"][-1])
     assert record["train_means"]["alpha_mean"] == pytest.approx(math.log1p(math.e**0) + 1e-8, rel=1e-4)
     assert record["hyperparams"]["learning_starts"] == 200 and len(record["commit"]) >= 7
+
+
+def test_gradient_variance_estimators_are_unbiased_and_wpo_is_reparameterization():
+    """benchmarks/gradient_variance.py: every estimator is unbiased for the value its relative variance divides by
+    (∇J, or F·∇J for plain WPO), and rescaled WPO equals the reparameterization gradient sample by sample."""
+    import gradient_variance
+
+    for q_name, sigma in (("quadratic", 0.5), ("two_bumps", 2.0)):
+        cell = gradient_variance.run_cell(q_name, sigma, n=4, repeats=4000, seed=0)
+        assert cell["max_abs_wpo_minus_reparam"] < 1e-12
+        for name in gradient_variance.ESTIMATORS:
+            for param in gradient_variance.PARAMS:
+                assert abs(cell[f"{name}/{param}/bias_z"]) < 5.0, (q_name, name, param)
+        grad = cell["true_grad"]
+        if q_name == "quadratic":  # −(a−1)² at μ = 0: ∇J = (2, −2σ)
+            assert math.isclose(grad["mu"], 2.0) and math.isclose(grad["sigma"], -2 * sigma)
+        assert cell["wpo/mu/expected"] == grad["mu"] and cell["wpo/sigma/expected"] == grad["sigma"]
+        assert math.isclose(cell["wpo_plain/mu/expected"], grad["mu"] / sigma**2)
+        assert math.isclose(cell["wpo_plain/sigma/expected"], 2 * grad["sigma"] / sigma**2)
+        assert math.isclose(cell["wpo_plain/mu/rel_var"], cell["wpo/mu/rel_var"], rel_tol=1e-9)
