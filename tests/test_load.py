@@ -82,7 +82,8 @@ def test_set_parameters_is_all_or_nothing():
     model = WPO("MlpPolicy", TwoDimensionalEnv(), **TINY)
     before = {key: value.clone() for key, value in model.policy.state_dict().items()}
     parameters = model.get_parameters()
-    first, last = list(parameters["policy"])[0], list(parameters["policy"])[-1]
+    names = list(parameters["policy"])
+    first, last = names[0], names[-1]
     parameters["policy"][first] = parameters["policy"][first] + 1.0  # fits, and would be applied first
     parameters["policy"][last] = th.zeros(7, 7)  # does not fit
     with pytest.raises(RuntimeError, match="size mismatch"):
