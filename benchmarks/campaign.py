@@ -11,7 +11,8 @@ own ``--trained-agent`` loading. A finished run appends its record to ``results/
     python benchmarks/campaign.py run --algo wpo --env dm_control/humanoid-stand-v0 --seed 0
     python benchmarks/campaign.py queue --processes 2    # the planned runs in order, skipping finished ones
     python benchmarks/campaign.py status                 # finished, in-progress (checkpointed) and pending runs
-    python benchmarks/campaign.py report                 # tables and figures from runs.jsonl
+    python benchmarks/campaign.py snapshot               # curves of unfinished runs so far -> in_progress.json
+    python benchmarks/campaign.py report                 # tables (finished runs) and figures (all) from both files
 """
 
 import argparse
@@ -290,6 +291,21 @@ def status() -> None:
         print(f"{name:55s} {'finished' if name in done else f'{progress(name):>7,} / {spec[3]:,} steps'}")
 
 
+def snapshot() -> None:
+    """The curves so far of the runs that have a checkpoint but no record yet, for the report."""
+    done = finished()
+    partial = []
+    for algo, env_id, seed, steps in planned_runs():
+        name = run_name(algo, env_id, seed, steps)
+        checkpoint = latest_checkpoint(RUNS / name)
+        if name in done or checkpoint is None:
+            continue
+        state = json.loads((checkpoint / "state.json").read_text())
+        partial.append(dict(name=name, algo=algo, env_id=env_id, seed=seed, steps=steps, **state))
+    common.write_json(OUT / "in_progress.json", {"runs": partial, "meta": common.provenance()})
+    print(f"{len(partial)} runs in progress written to {OUT / 'in_progress.json'}")
+
+
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for record in records:
@@ -320,8 +336,10 @@ def report() -> None:
     import matplotlib.pyplot as plt
 
     records = common.read_jsonl(OUT / "runs.jsonl")
+    snapshot_file = OUT / "in_progress.json"
+    in_progress = json.loads(snapshot_file.read_text())["runs"] if snapshot_file.exists() else []
     meta = common.provenance()
-    rows = summarize(records)
+    rows = summarize(records) if records else []
     common.write_json(OUT / "summary.json", {"groups": rows, "meta": meta})
     lines = [
         "| task | algo | steps | seeds | final return mean ± std | mean of last 3 evals | train CPU h (median) | anchor |",
@@ -336,21 +354,22 @@ def report() -> None:
         )
     (OUT / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    for env_id in sorted({r["env_id"] for r in records}):
+    for env_id in sorted({r["env_id"] for r in records + in_progress}):
         fig, ax = plt.subplots(figsize=(8, 5.2))
         for algo in ("wpo", "sac"):
-            runs = [r for r in records if r["env_id"] == env_id and r["algo"] == algo]
-            for index, r in enumerate(runs):
-                steps = [p["timesteps"] for p in r["curve"]]
-                values = [p["eval_mean"] for p in r["curve"]]
-                label = f"{algo.upper()} ({len(runs)} seeds)" if index == 0 else None
-                ax.plot(steps, values, color=COLORS[algo], alpha=0.8, lw=1.2, label=label)
+            for runs, style, state in ((records, "-", "finished"), (in_progress, "--", "in progress")):
+                runs = [r for r in runs if r["env_id"] == env_id and r["algo"] == algo and r["curve"]]
+                for index, r in enumerate(runs):
+                    steps = [p["timesteps"] for p in r["curve"]]
+                    values = [p["eval_mean"] for p in r["curve"]]
+                    label = f"{algo.upper()} ({len(runs)} seeds, {state})" if index == 0 else None
+                    ax.plot(steps, values, style, color=COLORS[algo], alpha=0.8, lw=1.2, label=label)
         if env_id in ANCHORS:
             text, value = ANCHORS[env_id]
             ax.axhline(value, color="0.4", ls=":", lw=1, label=text)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("deterministic eval return (10 episodes)")
-        ax.set_title(f"{env_id}: one line per seed")
+        ax.set_title(f"{env_id}: one line per seed (dashed: run still in progress)")
         ax.legend(loc="upper left")
         ax.grid(alpha=0.3)
         fig.subplots_adjust(bottom=0.17)
@@ -359,7 +378,7 @@ def report() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("run", "queue", "status", "report"))
+    parser.add_argument("command", choices=("run", "queue", "status", "snapshot", "report"))
     parser.add_argument("--algo", choices=tuple(CONFIGS))
     parser.add_argument("--env", help="environment id, e.g. dm_control/humanoid-stand-v0")
     parser.add_argument("--seed", type=int, default=0)
@@ -380,6 +399,8 @@ def main() -> None:
         queue(args)
     elif args.command == "status":
         status()
+    elif args.command == "snapshot":
+        snapshot()
     else:
         report()
 

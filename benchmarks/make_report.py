@@ -286,11 +286,22 @@ def variance_section(result: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def campaign_section(summary: dict[str, Any] | None) -> list[str]:
+    out = ["## 5. Beyond Pendulum: DeepMind Control and MuJoCo (`benchmarks/campaign.py`)", "", note("campaign"), ""]
+    if summary is not None and summary["groups"]:
+        out += [(RES / "campaign" / "summary.md").read_text(), ""]
+    for png in sorted((RES / "campaign").glob("curves_*.png")):
+        out.append(f"![{png.stem}](results/campaign/{png.name})")
+    out.append("")
+    return out
+
+
 def main() -> None:
     speed = load(RES / "speed" / "speed.json")
     returns = load(RES / "returns" / "summary.json")
     sweep = load(RES / "epsilon_sweep" / "summary.json")
     variance = load(RES / "gradient_variance" / "results.json")
+    campaign = load(RES / "campaign" / "summary.json")
     lines = [
         "# Benchmarks",
         "",
@@ -301,6 +312,7 @@ def main() -> None:
         *returns_section(returns),
         *sweep_section(sweep),
         *variance_section(variance),
+        *campaign_section(campaign),
         note("not_run"),
     ]
     (BENCH / "README.md").write_text("\n".join(lines))
