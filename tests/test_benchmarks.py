@@ -3,6 +3,7 @@ sweep cells built as documented, success rates and KL ratios counted right, a ru
 
 import argparse
 import math
+import pickle
 import sys
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,69 @@ def test_gradient_variance_estimators_are_unbiased_and_wpo_is_reparameterization
         assert math.isclose(cell["wpo_plain/mu/expected"], grad["mu"] / sigma**2)
         assert math.isclose(cell["wpo_plain/sigma/expected"], 2 * grad["sigma"] / sigma**2)
         assert math.isclose(cell["wpo_plain/mu/rel_var"], cell["wpo/mu/rel_var"], rel_tol=1e-9)
+
+
+# ---------------------------------------------------------------- campaign.py
+
+
+def test_campaign_queue_order_and_names():
+    import campaign
+
+    runs = campaign.planned_runs()
+    assert runs[:5] == [
+        ("wpo", "dm_control/humanoid-stand-v0", 0, 500_000),
+        ("sac", "dm_control/humanoid-stand-v0", 0, 500_000),
+        ("wpo", "dm_control/humanoid-stand-v0", 1, 500_000),
+        ("sac", "dm_control/humanoid-stand-v0", 1, 500_000),
+        ("wpo", "dm_control/humanoid-stand-v0", 2, 500_000),
+    ]
+    assert len(runs) == 5 * len(campaign.TASKS) and len({campaign.run_name(*run) for run in runs}) == len(runs)
+
+
+def test_campaign_run_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A run killed after a checkpoint goes on from it: the curve continues, the timestep count is kept, the
+    transitions collected before the kill are in the buffer, and each segment records the commit it ran."""
+    import campaign
+
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
+    step_of_the_kill = 300
+    original = campaign.CampaignCallback._on_step
+
+    def killed_after_a_checkpoint(self: Any) -> bool:
+        result = original(self)
+        if self.num_timesteps == step_of_the_kill:
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(campaign.CampaignCallback, "_on_step", killed_after_a_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        campaign.run("wpo", "Pendulum-v1", 0, 400, eval_freq=100, n_eval_episodes=1, save_freq=200)
+    run_dir = tmp_path / "runs" / campaign.run_name("wpo", "Pendulum-v1", 0, 400)
+    checkpoint = campaign.latest_checkpoint(run_dir)
+    assert checkpoint is not None and not (tmp_path / "out" / "runs.jsonl").exists()
+    with (checkpoint / "replay_buffer.pkl").open("rb") as file:
+        assert pickle.load(file).size() == 200, "the transitions collected up to the checkpoint are kept"
+    monkeypatch.setattr(campaign.CampaignCallback, "_on_step", original)
+    campaign.run("wpo", "Pendulum-v1", 0, 400, eval_freq=100, n_eval_episodes=1, save_freq=200)
+    (record,) = common.read_jsonl(tmp_path / "out" / "runs.jsonl")
+    assert [point["timesteps"] for point in record["curve"]] == [100, 200, 300, 400]  # 300: evaluated again
+    assert [segment["from_timesteps"] for segment in record["segments"]] == [0, 200]
+    assert all(segment["commit"] for segment in record["segments"])
+    assert record["curve"][-1]["train_cpu_s"] > record["curve"][1]["train_cpu_s"]
+    from sb3_wpo import WPO
+
+    model = WPO.load(run_dir / "checkpoint" / "model.zip")
+    assert model.num_timesteps == 400
+    assert not (run_dir / "checkpoint" / "replay_buffer.pkl").exists(), "a finished run drops its buffer"
+
+
+def test_campaign_checkpoint_survives_a_kill_between_renames(tmp_path: Path):
+    import campaign
+
+    (tmp_path / "checkpoint.old").mkdir()
+    (tmp_path / "checkpoint.old" / "state.json").write_text("{}")
+    assert campaign.latest_checkpoint(tmp_path) == tmp_path / "checkpoint.old"
+    (tmp_path / "checkpoint").mkdir()  # a folder without state.json is incomplete
+    assert campaign.latest_checkpoint(tmp_path) == tmp_path / "checkpoint.old"
+    assert campaign.latest_checkpoint(tmp_path / "nothing") is None
