@@ -107,7 +107,8 @@ def write_checkpoint(model: Any, run_dir: Path, state: dict[str, Any]) -> None:
 
 class CampaignCallback(BaseCallback):
     """Deterministic evaluation every ``eval_freq`` and a checkpoint every ``save_freq`` environment steps (counted
-    from the start of the run, across resumes); train wall-clock and CPU time exclude evaluation and checkpoints."""
+    from the start of the run, across resumes; a checkpoint waits for the end of the rollout it falls in); train
+    wall-clock and CPU time exclude evaluation and checkpoints."""
 
     def __init__(self, eval_env: Any, eval_freq: int, n_eval_episodes: int, save_freq: int, run_dir: Path, state: dict):
         super().__init__()
@@ -116,6 +117,7 @@ class CampaignCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         self._wall, self._cpu = time.perf_counter(), time.process_time()
+        self.next_save = (self.num_timesteps // self.save_freq + 1) * self.save_freq
 
     def _train_clock(self) -> None:
         """Add the time since the last call to the run's train time."""
@@ -153,9 +155,14 @@ class CampaignCallback(BaseCallback):
     def _on_step(self) -> bool:
         if self.num_timesteps % self.eval_freq == 0:
             self.evaluate()
-        if self.num_timesteps % self.save_freq == 0:
-            self.checkpoint()
         return True
+
+    def _on_rollout_start(self) -> None:
+        """Checkpoint between rollouts: the last transition is stored and the updates it triggered are done
+        (``_on_step`` runs before SB3 stores the step's transition)."""
+        if self.num_timesteps >= self.next_save:
+            self.checkpoint()
+            self.next_save += self.save_freq
 
 
 def make_experiment(algo: str, env_id: str, seed: int, steps: int, log_folder: Path, trained_agent: str = "") -> Any:
