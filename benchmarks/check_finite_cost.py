@@ -82,15 +82,15 @@ def main() -> None:
     for _ in range(args.repeats):
         start = time.perf_counter()
         for _ in range(200):
-            model._snapshot.take(model._n_updates)
+            model._divergence_guard.snapshot.take(model._n_updates)
         snapshot_times.append((time.perf_counter() - start) / 200)
 
     # Its parts: the copy into the flat buffers, and the finiteness flag of the copy.
-    slot = model._snapshot._slots[0]
-    tensors = model._snapshot._collect()[0]
+    slot = model._divergence_guard.snapshot._slots[0]
+    tensors = model._divergence_guard.snapshot._collect()[0]
     part_times: dict[str, list[float]] = {"collect": [], "copy": [], "flag": []}
     parts = {
-        "collect": model._snapshot._collect,
+        "collect": model._divergence_guard.snapshot._collect,
         "copy": lambda: th._foreach_copy_(slot.views, tensors),
         "flag": slot.all_finite,
     }
@@ -114,7 +114,7 @@ def main() -> None:
         "repeats": args.repeats,
         "cases": cases,
         "snapshot": {
-            "bytes": model._snapshot.nbytes(),
+            "bytes": model._divergence_guard.snapshot.nbytes(),
             **{k.replace("_ms", "_us"): 1e3 * v for k, v in summary(snapshot_times).items()},
             "parts_median_us": {name: 1e6 * statistics.median(times) for name, times in part_times.items()},
         },

@@ -1,8 +1,9 @@
-"""Reliability helpers of WPO: divergence detection and rollback, atomic saves, clear load errors, checkpoint lookup."""
+"""Reliability of WPO: the divergence guard (detection and rollback), atomic saves, clear load errors, checkpoint lookup."""
 
 import contextlib
 import io
 import json
+import math
 import os
 import pathlib
 import pickle
@@ -13,11 +14,12 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.type_aliases import DictReplayBufferSamples, ReplayBufferSamples
 from torch import nn
 
 # What the divergence guard checks at each gradient step, in the order used to name the first culprit.
@@ -222,6 +224,117 @@ class StateSnapshot:
         return sum(flat.numel() * flat.element_size() for slot in self._slots for flat in slot.flats)
 
 
+class GuardedAlgorithm(Protocol):
+    """What the divergence guard uses of the algorithm it guards."""
+
+    check_finite: bool
+    num_timesteps: int
+    _n_updates: int
+
+    def _training_state(self) -> tuple[Sequence[nn.Module], Sequence[th.optim.Optimizer], Sequence[th.Tensor]]: ...
+
+
+class DivergenceGuard:
+    """Stops training at the first NaN or inf, with the model rolled back to its last state checked finite.
+
+    The algorithm calls it around the gradient steps of each ``train()``: ``start()`` copies the training state (with a
+    lazy flag: is it finite?), ``check()`` keeps lazy finiteness flags of each step, and ``finish()`` reads them back
+    with the step metrics in one device transfer, so that checking costs no synchronization per step. When a flag is
+    down, ``finish()`` restores the copy and raises ``DivergenceError`` naming the first update and the quantities that
+    went non-finite. It does nothing while the algorithm's ``check_finite`` is False.
+    """
+
+    def __init__(self, algorithm: GuardedAlgorithm):
+        self.algorithm = algorithm
+        self.snapshot = StateSnapshot(algorithm._training_state)
+        self._start_finite: th.Tensor | None = None  # None: this train() call is not checked
+        self._step_finite: list[th.Tensor] = []
+        self._names: list[str] = []
+
+    def start(self) -> None:
+        """Before the gradient steps: copy the state to roll back to."""
+        self._step_finite = []
+        self._start_finite = self.snapshot.take(self.algorithm._n_updates) if self.algorithm.check_finite else None
+
+    def check(self, replay_data: ReplayBufferSamples | DictReplayBufferSamples, values: dict[str, th.Tensor]) -> None:
+        """After a gradient step: flag its replay batch and ``values`` (0-dim tensors, by name) if not finite."""
+        if self._start_finite is None:
+            return
+        data = dict(
+            observations=replay_data.observations,
+            next_observations=replay_data.next_observations,
+            rewards=replay_data.rewards,
+        )
+        self._names = [*data, *values]
+        data_finite = th.stack([all_finite(tensor) for tensor in data.values()])
+        self._step_finite.append(th.cat([data_finite, th.isfinite(th.stack(list(values.values())))]))
+
+    def finish(self, means: th.Tensor) -> np.ndarray:
+        """After the gradient steps: ``means`` (of the step metrics) as NumPy, read back with the flags."""
+        if self._start_finite is None:
+            return means.cpu().numpy()
+        with th.no_grad():
+            flags = th.stack(self._step_finite)  # [steps, checks]
+            packed = th.cat([means, self._start_finite.to(means.dtype).reshape(1), flags.flatten().to(means.dtype)])
+            packed_np = packed.cpu().numpy()
+        start_finite = packed_np[means.numel()] > 0.5
+        step_finite = packed_np[means.numel() + 1 :].reshape(flags.shape) > 0.5
+        if start_finite and step_finite.all():
+            return packed_np[: means.numel()]
+
+        start_update = self.algorithm._n_updates - len(step_finite)
+        if not start_finite:  # the last step of the previous call overflowed, or the state was set non-finite since
+            if not self.snapshot.has_previous:
+                raise DivergenceError(
+                    f"WPO's parameters, optimizer states or duals were already non-finite when training started "
+                    f"(update {start_update}, timestep {self.algorithm.num_timesteps}), e.g. a model loaded with NaN; "
+                    "there is no finite state to roll back to.",
+                    quantities=["parameters"],
+                    update=start_update,
+                )
+            # The snapshot just taken holds that state: restore the one before it, the last found finite
+            self._roll_back_and_raise(["parameters"], start_update, previous=True)
+        first_bad = int(np.flatnonzero(~step_finite.all(axis=1))[0])
+        bad = {self._names[i] for i in np.flatnonzero(~step_finite[first_bad])}
+        quantities = [name for name in FINITE_CHECKS if name in bad] + sorted(bad - FINITE_CHECKS.keys())
+        self._roll_back_and_raise(quantities, start_update + 1 + first_bad)
+
+    def _roll_back(self, previous: bool = False) -> int:
+        self.algorithm._n_updates = self.snapshot.restore(previous)
+        return self.algorithm._n_updates
+
+    def _roll_back_and_raise(self, quantities: list[str], update: int, previous: bool = False) -> NoReturn:
+        restored_update = self._roll_back(previous)
+        raise DivergenceError(
+            f"WPO diverged: non-finite {describe_non_finite(quantities)} at update {update} "
+            f"(timestep {self.algorithm.num_timesteps}). The policy, critics, optimizers and duals were rolled back to "
+            f"their state after update {restored_update}, the last one checked finite. {divergence_hint(quantities)}",
+            quantities=quantities,
+            update=update,
+            restored_update=restored_update,
+        )
+
+    def check_before_save(self, path: Any) -> None:
+        """Refuse to save non-finite parameters or duals, rolling back to the last snapshot when there is one."""
+        if not self.algorithm.check_finite:
+            return
+        modules, _, extra = self.algorithm._training_state()
+        parameters = [*(param for module in modules for param in module.parameters()), *extra]
+        if th.isfinite(th.nn.utils.get_total_norm(parameters, norm_type=math.inf)):
+            return
+        rollback, update, restored_update = "", self.algorithm._n_updates, -1
+        if self.snapshot.has_current:  # e.g. the last update of the last train() call overflowed
+            restored_update = self._roll_back()
+            rollback = f" The model was rolled back to its last state checked finite (after update {restored_update})."
+        raise DivergenceError(
+            f"Refusing to save a model with non-finite parameters to {describe_file(path)} "
+            f"(check_finite=True); the file was left as it was.{rollback}",
+            quantities=["parameters"],
+            update=update,
+            restored_update=restored_update,
+        )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Atomic saves and clear load errors
 
@@ -273,6 +386,17 @@ def atomic_write(target: pathlib.Path) -> Iterator[io.BufferedWriter]:
     _fsync_directory(target.parent)
 
 
+@contextlib.contextmanager
+def atomic_save_target(path: Any, suffix: str) -> Iterator[Any]:
+    """What SB3 should save ``path`` to: for a path, a temporary file renamed over the file SB3 would write once
+    complete (see ``atomic_write``); a file object as it is."""
+    if not isinstance(path, str | os.PathLike):
+        yield path
+        return
+    with atomic_write(resolve_save_path(path, suffix)) as file:
+        yield file
+
+
 def describe_file(path: Any) -> str:
     if isinstance(path, str | os.PathLike):
         return f"'{os.fspath(path)}'"
@@ -309,12 +433,39 @@ FILE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def load_error_hint(error: BaseException) -> str:
+def _load_error_hint(error: BaseException) -> str:
     if isinstance(error, FILE_ERRORS) or "zip-file" in str(error):
         return ". The file is corrupt or truncated, or not what was expected (an SB3 model zip / a replay buffer pickle)."
     if isinstance(error, TypeError) and "policy must be" in str(error):
         return ". It is the model of another algorithm."
     return ""
+
+
+def load_error(what: str, path: Any, error: Exception, blamed_overrides: Sequence[str] = ()) -> ValueError:
+    """The error to raise when loading ``what`` (e.g. "WPO model") from ``path`` failed with ``error``: a
+    ``ValueError`` naming the overrides without which the file loads, else a ``LoadError`` naming the file."""
+    if blamed_overrides:
+        hint = " (learned duals cannot be switched on or off by loading)" if "dual_learning_rate" in blamed_overrides else ""
+        return ValueError(
+            f"The {what} in {describe_file(path)} loads, but not with the overrides "
+            f"{', '.join(blamed_overrides)}{hint}: {type(error).__name__}: {error}"
+        )
+    return LoadError(
+        f"Could not load a {what} from {describe_file(path)}: {type(error).__name__}: {error}{_load_error_hint(error)}"
+    )
+
+
+def loads(load: Callable[..., Any], path: Any, custom_objects: dict[str, Any] | None) -> bool:
+    """Whether ``load(path, custom_objects=...)`` succeeds; a file object is rewound first (False if it cannot be)."""
+    if isinstance(path, io.IOBase):
+        if not path.seekable():
+            return False
+        path.seek(0)
+    try:
+        load(path, custom_objects=custom_objects)
+    except Exception:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,19 +1,28 @@
-"""Small, table-friendly argument checks with errors that name the argument, the value and what is allowed.
+"""What WPO accepts, checked before it is used, with errors that name the argument, the value and what is allowed.
 
 Wrong types raise ``TypeError``, values out of range or not among the choices raise ``ValueError``. Each rule is a
-callable ``rule(name, value)``; a table ``{name: rule}`` is checked with :func:`check_all`.
+callable ``rule(name, value)``; a table ``{name: rule}`` is checked with :func:`check_all`. WPO's table is
+``ARGUMENT_RULES``, checked with the combinations SB3 would reject later by :func:`check_arguments`; the policy and
+device are checked before SB3's constructor (:func:`check_policy_and_device`), the environment when SB3 wraps it
+(:func:`check_env`), before any step.
 """
 
 import inspect
 import math
 import numbers
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.type_aliases import TrainFrequencyUnit
+
+from sb3_wpo.losses import SQUASHING_TYPES
 
 Rule = Callable[[str, Any], None]
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # networks, duals and actions are float32 tensors
@@ -254,30 +263,16 @@ def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) ->
             raise UnsupportedError(f"observation_space must be {allowed}, got {observation_space}")
 
 
-def check_before_setup(
-    policy_aliases: Mapping[str, type],
-    base_policy: type,
-    multi_input_policy: type,
-    policy: Any,
-    env: Any,
-    device: Any,
-    verbose: Any,
-) -> Any:
-    """Checks of an algorithm's policy, device, verbosity and environment spaces, before SB3's constructor.
-
-    :return: the environment, made from its id when ``env`` is a string (as SB3 would make it).
-    """
+def check_policy_and_device(
+    policy: Any, device: Any, verbose: Any, policy_aliases: Mapping[str, type], base_policy: type
+) -> None:
+    """The policy, device and verbosity, before SB3's constructor uses them (it would fail on them unclearly)."""
     integer(0)("verbose", verbose)
-    if isinstance(policy, str):
-        if policy not in policy_aliases:
-            raise ValueError(
-                f"policy must be one of {tuple(policy_aliases)} or a {base_policy.__name__} subclass, got {policy!r}"
-            )
-        policy_class = policy_aliases[policy]
-    elif isinstance(policy, type) and issubclass(policy, base_policy):
-        policy_class = policy
-    else:
-        raise TypeError(f"policy must be one of {tuple(policy_aliases)} or a {base_policy.__name__} subclass, got {policy!r}")
+    allowed = f"one of {tuple(policy_aliases)} or a {base_policy.__name__} subclass"
+    if isinstance(policy, str) and policy not in policy_aliases:
+        raise ValueError(f"policy must be {allowed}, got {policy!r}")
+    if not isinstance(policy, str) and not (isinstance(policy, type) and issubclass(policy, base_policy)):
+        raise TypeError(f"policy must be {allowed}, got {policy!r}")
     if not isinstance(device, str | th.device):
         raise TypeError(f"device must be a str or a torch.device, got {device!r} of type {type(device).__name__}")
     if isinstance(device, str) and device != "auto":
@@ -287,12 +282,150 @@ def check_before_setup(
             raise ValueError(
                 f"device must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or another torch device, got {device!r}"
             ) from error
-    if isinstance(env, str):
-        env = maybe_make_env(env, verbose)
-    if env is not None and not (hasattr(env, "observation_space") and hasattr(env, "action_space")):
+
+
+def check_env(env: Any) -> None:
+    """An environment WPO can learn on: SB3 hands it over to be wrapped, before any reset or step."""
+    if not (hasattr(env, "observation_space") and hasattr(env, "action_space")):
         raise TypeError(f"env must be a gymnasium.Env, a VecEnv or a registered environment id, got {env!r}")
-    if env is not None:
-        check_spaces(env.observation_space, env.action_space)
-        if issubclass(policy_class, multi_input_policy) and not isinstance(env.observation_space, spaces.Dict):
-            raise ValueError(f"policy {policy_class.__name__} needs a Dict observation_space, got {env.observation_space}")
-    return env
+    check_spaces(env.observation_space, env.action_space)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# WPO's arguments
+
+TARGET_AGGREGATIONS = ("mean", "max")
+# Arguments given as numbers of another type that WPO takes as SAC does: 1e4 for an integer, np.float32 for a float.
+INTEGER_ARGUMENTS = (
+    "buffer_size",
+    "learning_starts",
+    "batch_size",
+    "gradient_steps",
+    "n_steps",
+    "num_samples",
+    "target_update_interval",
+)
+FLOAT_ARGUMENTS = (
+    "learning_rate",
+    "tau",
+    "gamma",
+    "epsilon_mean",
+    "epsilon_std",
+    "init_log_alpha_mean",
+    "init_log_alpha_std",
+    "dual_learning_rate",
+    "max_grad_norm",
+)
+
+
+def normalize_numbers(arguments: dict[str, Any]) -> dict[str, Any]:
+    """``arguments`` with integral numbers of the integer arguments as ints and the real ones as Python floats."""
+    normalized = dict(arguments)
+    for name in INTEGER_ARGUMENTS:
+        if name in normalized:
+            normalized[name] = as_int(normalized[name])
+    for name in FLOAT_ARGUMENTS:
+        if name in normalized:
+            normalized[name] = as_float(normalized[name])
+    train_freq = normalized.get("train_freq")
+    if isinstance(train_freq, tuple) and len(train_freq) == 2:
+        normalized["train_freq"] = (as_int(train_freq[0]), train_freq[1])
+    elif train_freq is not None:
+        normalized["train_freq"] = as_int(train_freq)
+    return normalized
+
+
+def train_frequency() -> Rule:
+    """An integer >= 1 (steps), or a tuple (integer >= 1, "step" or "episode"), as SB3 takes ``train_freq``."""
+    allowed = 'an integer >= 1 or a tuple (integer >= 1, "step" or "episode")'
+
+    def rule(name: str, value: Any) -> None:
+        if isinstance(value, tuple) and len(value) != 2:
+            raise TypeError(f"{name} must be {allowed}, got {value!r}")
+        frequency, unit = value if isinstance(value, tuple) else (value, "step")
+        integer(1)(name, frequency)
+        if not isinstance(unit, TrainFrequencyUnit) and unit not in ("step", "episode"):
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+    return rule
+
+
+ARGUMENT_RULES: dict[str, Rule] = {
+    "learning_rate": either(real(0.0, low_open=True), a_callable(), allowed="a number > 0 or a schedule (callable)"),
+    "buffer_size": integer(1),
+    "learning_starts": integer(0),
+    "batch_size": integer(1),
+    "tau": real(0.0, 1.0, low_open=True),
+    "gamma": real(0.0, 1.0),
+    "train_freq": train_frequency(),
+    "gradient_steps": integer(-1),
+    "action_noise": optional(instance_of(ActionNoise, "an ActionNoise or None")),
+    "replay_buffer_class": optional(subclass_of(ReplayBuffer)),
+    "replay_buffer_kwargs": optional(instance_of(dict, "a dict or None")),
+    "optimize_memory_usage": boolean(),
+    "n_steps": integer(1),
+    "num_samples": integer(1),
+    "epsilon_mean": real(0.0, low_open=True),
+    "epsilon_std": real(0.0, low_open=True),
+    "init_log_alpha_mean": real(-FLOAT32_MAX, FLOAT32_MAX),  # the duals are float32 tensors
+    "init_log_alpha_std": real(-FLOAT32_MAX, FLOAT32_MAX),
+    "dual_learning_rate": real(0.0),
+    "per_dim_constraining": boolean(),
+    "squashing": one_of(SQUASHING_TYPES),
+    "natural_gradient": boolean(),
+    "target_aggregation": one_of(TARGET_AGGREGATIONS),
+    "target_update_interval": integer(1),
+    "max_grad_norm": real(0.0, low_open=True, allow_inf=True),
+    "check_finite": boolean(),
+    "stats_window_size": integer(1),
+    "tensorboard_log": optional(instance_of((str, os.PathLike), "a path (str) or None")),
+    "policy_kwargs": optional(instance_of(dict, "a dict or None")),
+    "seed": optional(integer(0, 2**32 - 1)),
+}
+
+
+def check_arguments(model: OffPolicyAlgorithm, unchecked: Iterable[str] = ()) -> None:
+    """A WPO model's arguments (``ARGUMENT_RULES``) but ``unchecked``, then the combinations SB3 would reject later;
+    at construction and after ``load`` (whose overrides are arguments too)."""
+    values = {name: getattr(model, name) for name in ARGUMENT_RULES if hasattr(model, name) and name not in unchecked}
+    values["stats_window_size"] = model._stats_window_size
+    check_all(ARGUMENT_RULES, values)
+
+    observation_space = getattr(model, "observation_space", None)
+    dict_observations = isinstance(observation_space, spaces.Dict)
+    if (
+        observation_space is not None
+        and not dict_observations
+        and issubclass(model.policy_class, model.policy_aliases["MultiInputPolicy"])
+    ):
+        raise ValueError(f"policy {model.policy_class.__name__} needs a Dict observation_space, got {observation_space}")
+    default_buffer = model.replay_buffer_class is None
+    if model.n_steps > 1 and dict_observations and default_buffer:
+        raise UnsupportedError(
+            f"n_steps must be 1 with Dict observation spaces (SB3 has no n-step Dict buffer), got {model.n_steps}"
+        )
+    if model.optimize_memory_usage:
+        if dict_observations:
+            raise UnsupportedError(
+                "optimize_memory_usage=True is not supported with Dict observation spaces (DictReplayBuffer)"
+            )
+        if model.n_steps > 1 and default_buffer:
+            raise ValueError(f"optimize_memory_usage=True is not supported with n_steps > 1, got n_steps={model.n_steps}")
+        if model.replay_buffer_class in (None, ReplayBuffer) and model.replay_buffer_kwargs.get(
+            "handle_timeout_termination", True
+        ):
+            raise ValueError(
+                "optimize_memory_usage=True needs replay_buffer_kwargs=dict(handle_timeout_termination=False): "
+                "SB3's ReplayBuffer cannot do both"
+            )
+    unit = model.train_freq[1] if isinstance(model.train_freq, tuple) else "step"
+    if unit in ("episode", TrainFrequencyUnit.EPISODE) and getattr(model, "n_envs", 1) > 1:
+        raise ValueError(f"train_freq in episodes needs a single environment, got {model.train_freq} with {model.n_envs} envs")
+
+    allowed = accepted_keywords(model.policy_class, exclude=("observation_space", "action_space", "lr_schedule"))
+    unknown = sorted(set(model.policy_kwargs) - allowed) if allowed is not None else []
+    if unknown:
+        raise ValueError(
+            f"policy_kwargs has an unknown key {unknown[0]!r} for {model.policy_class.__name__}; "
+            f"the allowed keys are {sorted(allowed)}"  # type: ignore[arg-type]
+        )

@@ -2,8 +2,6 @@
 
 import copy
 import io
-import math
-import os
 import pathlib
 import warnings
 from collections.abc import Callable, Iterable
@@ -17,136 +15,41 @@ from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, TensorDict, TrainFrequencyUnit
-from stable_baselines3.common.utils import get_parameters_by_name, polyak_update
 from stable_baselines3.common.save_util import recursive_getattr
+from stable_baselines3.common.type_aliases import (
+    DictReplayBufferSamples,
+    GymEnv,
+    MaybeCallback,
+    ReplayBufferSamples,
+    TensorDict,
+    TrainFrequencyUnit,
+)
+from stable_baselines3.common.utils import get_parameters_by_name, polyak_update
+from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_wpo.losses import MIN_LOG_ALPHA, SQUASHING_TYPES, wpo_loss
+from sb3_wpo.losses import MIN_LOG_ALPHA, wpo_loss
 from sb3_wpo.policies import Actor, CnnPolicy, Critic, MlpPolicy, MultiInputPolicy, WPOPolicy
 from sb3_wpo.safety import (
-    FINITE_CHECKS,
-    DivergenceError,
+    DivergenceGuard,
     EndlessEpisodeGuard,
-    LoadError,
-    StateSnapshot,
-    all_finite,
-    atomic_write,
-    describe_file,
-    describe_non_finite,
-    divergence_hint,
+    atomic_save_target,
     existing_path,
-    load_error_hint,
-    resolve_save_path,
+    load_error,
+    loads,
 )
 from sb3_wpo.validation import (
-    Rule,
-    FLOAT32_MAX,
-    UnsupportedError,
-    a_callable,
-    accepted_keywords,
-    as_float,
-    as_int,
-    boolean,
-    check_all,
-    check_before_setup,
-    either,
-    instance_of,
-    integer,
-    one_of,
-    optional,
+    FLOAT_ARGUMENTS,
+    INTEGER_ARGUMENTS,
+    check_arguments,
+    check_env,
+    check_policy_and_device,
+    normalize_numbers,
     real,
-    subclass_of,
 )
 
 SelfWPO = TypeVar("SelfWPO", bound="WPO")
 
-TARGET_AGGREGATIONS = ("mean", "max")
 DEFAULT_EPSILON_MEAN, DEFAULT_EPSILON_STD = 0.01, 1e-6
-
-
-def _check_train_freq(name: str, value: Any) -> None:
-    allowed = 'an integer >= 1 or a tuple (integer >= 1, "step" or "episode")'
-    frequency, unit = value if isinstance(value, tuple) and len(value) == 2 else (value, "step")
-    if isinstance(value, tuple) and len(value) != 2:
-        raise TypeError(f"{name} must be {allowed}, got {value!r}")
-    integer(1)(name, frequency)
-    if not isinstance(unit, TrainFrequencyUnit) and unit not in ("step", "episode"):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-
-
-# Arguments given as numbers of another type that WPO takes as SAC does: 1e4 for an integer, np.float32 for a float.
-INTEGER_ARGUMENTS = (
-    "buffer_size",
-    "learning_starts",
-    "batch_size",
-    "gradient_steps",
-    "n_steps",
-    "num_samples",
-    "target_update_interval",
-)
-FLOAT_ARGUMENTS = (
-    "learning_rate",
-    "tau",
-    "gamma",
-    "epsilon_mean",
-    "epsilon_std",
-    "init_log_alpha_mean",
-    "init_log_alpha_std",
-    "dual_learning_rate",
-    "max_grad_norm",
-)
-
-
-def normalize_numbers(arguments: dict[str, Any]) -> dict[str, Any]:
-    """``arguments`` with integral numbers of the integer arguments as ints and the real ones as Python floats."""
-    normalized = dict(arguments)
-    for name in INTEGER_ARGUMENTS:
-        if name in normalized:
-            normalized[name] = as_int(normalized[name])
-    for name in FLOAT_ARGUMENTS:
-        if name in normalized:
-            normalized[name] = as_float(normalized[name])
-    train_freq = normalized.get("train_freq")
-    if isinstance(train_freq, tuple) and len(train_freq) == 2:
-        normalized["train_freq"] = (as_int(train_freq[0]), train_freq[1])
-    elif train_freq is not None:
-        normalized["train_freq"] = as_int(train_freq)
-    return normalized
-
-
-# Types and ranges of WPO's arguments, checked at construction (``WPO._validate_arguments``).
-ARGUMENT_RULES: dict[str, Rule] = {
-    "learning_rate": either(real(0.0, low_open=True), a_callable(), allowed="a number > 0 or a schedule (callable)"),
-    "buffer_size": integer(1),
-    "learning_starts": integer(0),
-    "batch_size": integer(1),
-    "tau": real(0.0, 1.0, low_open=True),
-    "gamma": real(0.0, 1.0),
-    "train_freq": _check_train_freq,
-    "gradient_steps": integer(-1),
-    "action_noise": optional(instance_of(ActionNoise, "an ActionNoise or None")),
-    "replay_buffer_class": optional(subclass_of(ReplayBuffer)),
-    "replay_buffer_kwargs": optional(instance_of(dict, "a dict or None")),
-    "optimize_memory_usage": boolean(),
-    "n_steps": integer(1),
-    "num_samples": integer(1),
-    "epsilon_mean": real(0.0, low_open=True),
-    "epsilon_std": real(0.0, low_open=True),
-    "init_log_alpha_mean": real(-FLOAT32_MAX, FLOAT32_MAX),  # the duals are float32 tensors
-    "init_log_alpha_std": real(-FLOAT32_MAX, FLOAT32_MAX),
-    "dual_learning_rate": real(0.0),
-    "per_dim_constraining": boolean(),
-    "squashing": one_of(SQUASHING_TYPES),
-    "natural_gradient": boolean(),
-    "target_aggregation": one_of(TARGET_AGGREGATIONS),
-    "target_update_interval": integer(1),
-    "max_grad_norm": real(0.0, low_open=True, allow_inf=True),
-    "check_finite": boolean(),
-    "stats_window_size": integer(1),
-    "tensorboard_log": optional(instance_of((str, os.PathLike), "a path (str) or None")),
-    "policy_kwargs": optional(instance_of(dict, "a dict or None")),
-    "seed": optional(integer(0, 2**32 - 1)),
-}
 
 
 class WPO(OffPolicyAlgorithm):
@@ -260,8 +163,8 @@ class WPO(OffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        # Policy, device and spaces are checked before SB3 uses them (it would assert, or fail at the first step).
-        env = check_before_setup(self.policy_aliases, WPOPolicy, MultiInputPolicy, policy, env, device, verbose)
+        # SB3's constructor would fail unclearly on these; the environment's spaces are checked when SB3 wraps it.
+        check_policy_and_device(policy, device, verbose, self.policy_aliases, WPOPolicy)
         super().__init__(
             policy,
             env,
@@ -304,7 +207,7 @@ class WPO(OffPolicyAlgorithm):
         self.dual_optimizer: th.optim.Optimizer | None = None
         names = (*INTEGER_ARGUMENTS, *FLOAT_ARGUMENTS, "train_freq")
         self.__dict__.update(normalize_numbers({name: getattr(self, name) for name in names}))
-        self._validate_arguments()
+        check_arguments(self)
         if dual_learning_rate == 0 and (epsilon_mean, epsilon_std) != (DEFAULT_EPSILON_MEAN, DEFAULT_EPSILON_STD):
             warnings.warn(
                 f"epsilon_mean={epsilon_mean} / epsilon_std={epsilon_std} have no effect with dual_learning_rate=0 "
@@ -316,46 +219,12 @@ class WPO(OffPolicyAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
-    def _validate_arguments(self, unchecked: Iterable[str] = ()) -> None:
-        """Types and ranges of the arguments (``ARGUMENT_RULES``) but ``unchecked``, then the combinations SB3 would
-        reject later."""
-        values = {name: getattr(self, name) for name in ARGUMENT_RULES if hasattr(self, name) and name not in unchecked}
-        values["stats_window_size"] = self._stats_window_size
-        check_all(ARGUMENT_RULES, values)
-
-        dict_observations = isinstance(getattr(self, "observation_space", None), spaces.Dict)
-        default_buffer = self.replay_buffer_class is None
-        if self.n_steps > 1 and dict_observations and default_buffer:
-            raise UnsupportedError(
-                f"n_steps must be 1 with Dict observation spaces (SB3 has no n-step Dict buffer), got {self.n_steps}"
-            )
-        if self.optimize_memory_usage:
-            if dict_observations:
-                raise UnsupportedError(
-                    "optimize_memory_usage=True is not supported with Dict observation spaces (DictReplayBuffer)"
-                )
-            if self.n_steps > 1 and default_buffer:
-                raise ValueError(f"optimize_memory_usage=True is not supported with n_steps > 1, got n_steps={self.n_steps}")
-            if self.replay_buffer_class in (None, ReplayBuffer) and self.replay_buffer_kwargs.get(
-                "handle_timeout_termination", True
-            ):
-                raise ValueError(
-                    "optimize_memory_usage=True needs replay_buffer_kwargs=dict(handle_timeout_termination=False): "
-                    "SB3's ReplayBuffer cannot do both"
-                )
-        unit = self.train_freq[1] if isinstance(self.train_freq, tuple) else "step"
-        if unit in ("episode", TrainFrequencyUnit.EPISODE) and getattr(self, "n_envs", 1) > 1:
-            raise ValueError(
-                f"train_freq in episodes needs a single environment, got {self.train_freq} with {self.n_envs} envs"
-            )
-
-        allowed = accepted_keywords(self.policy_class, exclude=("observation_space", "action_space", "lr_schedule"))
-        unknown = sorted(set(self.policy_kwargs) - allowed) if allowed is not None else []
-        if unknown:
-            raise ValueError(
-                f"policy_kwargs has an unknown key {unknown[0]!r} for {self.policy_class.__name__}; "
-                f"the allowed keys are {sorted(allowed)}"  # type: ignore[arg-type]
-            )
+    @staticmethod
+    def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
+        # SB3 made the environment (from its id) and wraps it here, before any reset or step: refuse spaces WPO
+        # cannot learn on now, rather than with an assertion or at the first update.
+        check_env(env)
+        return OffPolicyAlgorithm._wrap_env(env, verbose, monitor_wrapper)
 
     def _setup_model(self) -> None:
         if getattr(self, "_n_step_buffer_picked", False):
@@ -367,21 +236,28 @@ class WPO(OffPolicyAlgorithm):
         super()._setup_model()
         self._n_step_buffer_picked = picked and self.replay_buffer_class is NStepReplayBuffer
         self._create_aliases()
+        # Running mean and variance of batch norm layers, copied to the targets with the weights
         self.batch_norm_stats = get_parameters_by_name(self.critic, ["running_"]) + get_parameters_by_name(
             self.actor, ["running_"]
         )
         self.batch_norm_stats_target = get_parameters_by_name(self.critic_target, ["running_"]) + get_parameters_by_name(
             self.actor_target, ["running_"]
         )
+        # Log-duals of the KL constraints, one per action dimension or one in all, learned when dual_learning_rate > 0
         n_duals = int(np.prod(self.action_space.shape)) if self.per_dim_constraining else 1  # type: ignore[arg-type]
-        learn_duals = self.dual_learning_rate > 0
         self.log_alpha_mean = th.full((n_duals,), float(self.init_log_alpha_mean), device=self.device)
         self.log_alpha_std = th.full((n_duals,), float(self.init_log_alpha_std), device=self.device)
-        if learn_duals:
+        if self.dual_learning_rate > 0:
             self.log_alpha_mean.requires_grad_(True)
             self.log_alpha_std.requires_grad_(True)
             self.dual_optimizer = th.optim.Adam([self.log_alpha_mean, self.log_alpha_std], lr=self.dual_learning_rate)
-        self._snapshot = StateSnapshot(self._training_state)
+        self._divergence_guard = DivergenceGuard(self)
+
+    def _create_aliases(self) -> None:
+        self.actor = self.policy.actor
+        self.actor_target = self.policy.actor_target
+        self.critic = self.policy.critic
+        self.critic_target = self.policy.critic_target
 
     def _training_state(self) -> tuple[list[th.nn.Module], list[th.optim.Optimizer], list[th.Tensor]]:
         """What a divergence rollback restores: networks (with targets), optimizers and duals."""
@@ -390,179 +266,121 @@ class WPO(OffPolicyAlgorithm):
             optimizers.append(self.dual_optimizer)
         return [self.policy], optimizers, [self.log_alpha_mean, self.log_alpha_std]
 
-    def _create_aliases(self) -> None:
-        self.actor = self.policy.actor
-        self.actor_target = self.policy.actor_target
-        self.critic = self.policy.critic
-        self.critic_target = self.policy.critic_target
+    def train(self, gradient_steps: int, batch_size: int = 256) -> None:
+        # Switch to train mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(True)
+        # Update the learning rate of the actor and the critic (the duals' is constant)
+        self._update_learning_rate([self.actor.optimizer, self.critic.optimizer])
+        # Copy the training state, to roll back to if an update produces NaN or inf (check_finite)
+        self._divergence_guard.start()
+
+        step_metrics = []
+        for _ in range(gradient_steps):
+            # Sample replay buffer
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            metrics, checked = self._sgd_step(replay_data)
+            self._divergence_guard.check(replay_data, {**metrics, **checked})
+            step_metrics.append(metrics)
+
+            # Update target networks
+            self._n_updates += 1
+            if self._n_updates % self.target_update_interval == 0:
+                self._update_targets()
+
+        if not step_metrics:
+            return
+        # Mean of each metric over the steps, read back with the guard's flags in one device transfer: on NaN or inf
+        # the guard rolls the model back and raises DivergenceError.
+        means = self._divergence_guard.finish(th.stack([th.stack(list(m.values())) for m in step_metrics]).mean(dim=0))
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        for name, value in zip(step_metrics[0], means, strict=True):
+            self.logger.record(f"train/{name}", float(value))
+
+    def _sgd_step(
+        self, replay_data: ReplayBufferSamples | DictReplayBufferSamples
+    ) -> tuple[dict[str, th.Tensor], dict[str, th.Tensor]]:
+        """One gradient step of the critic, the actor and the duals on a replay batch.
+
+        :return: the metrics to log, and more values for the divergence guard to check: 0-dim tensors left on the
+            device, so that a step never waits for the device
+        """
+        obs, next_obs = replay_data.observations, replay_data.next_observations
+        # For n-step replay, the discount is gamma**n_steps (when no early termination)
+        discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+
+        with th.no_grad():
+            # V̄(s'): the target critic (min over critics) at N actions of the target policy, their mean or max
+            next_actions = self._sample_actions(*self.actor_target.distribution_params(next_obs)).clamp(-1.0, 1.0)
+            next_q = self.critic_target(next_obs, next_actions).min(dim=-1).values  # [N, B]
+            next_v = next_q.mean(dim=0) if self.target_aggregation == "mean" else next_q.max(dim=0).values
+            target_q = replay_data.rewards + (1 - replay_data.dones) * discounts * next_v.unsqueeze(-1)  # [B, 1]
+        # Critic loss: regress each critic's Q(s, a) on r + γⁿ·V̄(s')
+        current_q = self.critic(obs, replay_data.actions)  # [B, n_critics]
+        critic_loss = 0.5 * ((current_q - target_q) ** 2).mean(dim=0).sum()
+
+        # Actor loss: the Wasserstein policy gradient, from ∇a Q of the online critic (mean over critics) at N actions
+        # sampled from the policy, with KL penalties towards the target policy (and the duals' loss)
+        mean, std = self.actor.distribution_params(obs)
+        with th.no_grad():
+            target_mean, target_std = self.actor_target.distribution_params(obs)
+        actions = self._sample_actions(mean, std).requires_grad_(True)  # [N, B, D]
+        q_values = self.critic(obs, actions.clamp(-1.0, 1.0)).mean(dim=-1)  # [N, B]
+        (q_grads,) = th.autograd.grad(q_values.sum(), actions)
+        actor_loss, stats = wpo_loss(
+            mean,
+            std,
+            target_mean,
+            target_std,
+            actions,
+            q_grads,
+            self.log_alpha_mean,
+            self.log_alpha_std,
+            epsilon_mean=self.epsilon_mean,
+            epsilon_std=self.epsilon_std,
+            per_dim_constraining=self.per_dim_constraining,
+            squashing=self.squashing,
+            natural_gradient=self.natural_gradient,
+        )
+
+        # Optimize the critic
+        self.critic.optimizer.zero_grad()
+        critic_loss.backward()
+        critic_grad_norm = th.nn.utils.clip_grad_norm_(self.critic.parameters(), self.max_grad_norm)
+        self.critic.optimizer.step()
+
+        # Optimize the actor, and the duals when they are learned
+        self.actor.optimizer.zero_grad()
+        if self.dual_optimizer is not None:
+            self.dual_optimizer.zero_grad()
+        actor_loss.backward()
+        actor_grad_norm = th.nn.utils.clip_grad_norm_(self.actor.parameters(), self.max_grad_norm)
+        self.actor.optimizer.step()
+        if self.dual_optimizer is not None:
+            self.dual_optimizer.step()
+            with th.no_grad():
+                self.log_alpha_mean.clamp_(min=MIN_LOG_ALPHA)
+                self.log_alpha_std.clamp_(min=MIN_LOG_ALPHA)
+
+        metrics = {
+            "actor_loss": actor_loss.detach(),
+            "critic_loss": critic_loss.detach(),
+            **{name: stats[name] for name in ("kl_mean", "kl_std", "alpha_mean", "alpha_std", "pi_std_min", "pi_std_max")},
+            "q_mean": q_values.detach().mean(),
+            "dq_da_norm": q_grads.norm(dim=-1).mean(),
+        }
+        checked = {
+            "target_q": target_q.mean(),
+            "current_q": current_q.detach().mean(),
+            "pi_mean": mean.detach().mean(),
+            "critic_grad_norm": critic_grad_norm,
+            "actor_grad_norm": actor_grad_norm,
+        }
+        return metrics, checked
 
     def _sample_actions(self, mean: th.Tensor, std: th.Tensor) -> th.Tensor:
         """``num_samples`` actions per state, [N, B, D], drawn without reparameterization."""
         noise = th.randn((self.num_samples, *mean.shape), device=mean.device, dtype=mean.dtype)
         return (mean + std * noise).detach()
-
-    def _critic_target(self, next_obs: PyTorchObs, rewards: th.Tensor, dones: th.Tensor, discounts: Any) -> th.Tensor:
-        """r + γⁿ·V̄(s'), V̄ aggregating the target critic (min over critics) over N target-policy actions."""
-        with th.no_grad():
-            next_actions = self._sample_actions(*self.actor_target.distribution_params(next_obs)).clamp(-1.0, 1.0)
-            next_q = self.critic_target(next_obs, next_actions).min(dim=-1).values  # [N, B]
-            next_v = next_q.mean(dim=0) if self.target_aggregation == "mean" else next_q.max(dim=0).values
-            return rewards + (1 - dones) * discounts * next_v.unsqueeze(-1)  # [B, 1]
-
-    def _action_gradients(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """∇a Q and Q of the online critic (mean over critics) at actions [N, B, D], clipped to the bounds."""
-        actions = actions.detach().requires_grad_(True)
-        with th.enable_grad():
-            q_values = self.critic(obs, actions.clamp(-1.0, 1.0)).mean(dim=-1)  # [N, B]
-            (q_grads,) = th.autograd.grad(q_values.sum(), actions)
-        return q_grads, q_values.detach()
-
-    def train(self, gradient_steps: int, batch_size: int = 256) -> None:
-        self.policy.set_training_mode(True)
-        self._update_learning_rate([self.actor.optimizer, self.critic.optimizer])
-        step_stats: list[th.Tensor] = []  # gathered on the device, read back once per call
-        step_checks: list[th.Tensor] = []  # finiteness flags of each step, read back with the stats
-        if self.check_finite:  # a copy of the state at the start, and a lazy flag: is it finite?
-            step_checks.append(self._snapshot.take(self._n_updates))
-
-        for _ in range(gradient_steps):
-            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
-            obs = replay_data.observations
-
-            # Critic: regress Q(s, a) on r + γⁿ·V̄(s').
-            target_q = self._critic_target(replay_data.next_observations, replay_data.rewards, replay_data.dones, discounts)
-            current_q = self.critic(obs, replay_data.actions)  # [B, n_critics]
-            critic_loss = 0.5 * ((current_q - target_q) ** 2).mean(dim=0).sum()
-
-            # Actor: the Wasserstein policy gradient, with ∇a Q from the online critic at N sampled actions.
-            mean, std = self.actor.distribution_params(obs)
-            with th.no_grad():
-                target_mean, target_std = self.actor_target.distribution_params(obs)
-            actions = self._sample_actions(mean, std)
-            q_grads, q_values = self._action_gradients(obs, actions)
-            actor_loss, stats = wpo_loss(
-                mean,
-                std,
-                target_mean,
-                target_std,
-                actions,
-                q_grads,
-                self.log_alpha_mean,
-                self.log_alpha_std,
-                epsilon_mean=self.epsilon_mean,
-                epsilon_std=self.epsilon_std,
-                per_dim_constraining=self.per_dim_constraining,
-                squashing=self.squashing,
-                natural_gradient=self.natural_gradient,
-            )
-
-            self.critic.optimizer.zero_grad()
-            critic_loss.backward()
-            critic_grad_norm = th.nn.utils.clip_grad_norm_(self.critic.parameters(), self.max_grad_norm)
-            self.critic.optimizer.step()
-
-            self.actor.optimizer.zero_grad()
-            if self.dual_optimizer is not None:
-                self.dual_optimizer.zero_grad()
-            actor_loss.backward()
-            actor_grad_norm = th.nn.utils.clip_grad_norm_(self.actor.parameters(), self.max_grad_norm)
-            self.actor.optimizer.step()
-            if self.dual_optimizer is not None:
-                self.dual_optimizer.step()
-                with th.no_grad():
-                    self.log_alpha_mean.clamp_(min=MIN_LOG_ALPHA)
-                    self.log_alpha_std.clamp_(min=MIN_LOG_ALPHA)
-
-            self._n_updates += 1
-            if self._n_updates % self.target_update_interval == 0:
-                self._update_targets()
-
-            step_stats.append(
-                th.stack(
-                    [
-                        actor_loss.detach(),
-                        critic_loss.detach(),
-                        stats["kl_mean"],
-                        stats["kl_std"],
-                        stats["alpha_mean"],
-                        stats["alpha_std"],
-                        stats["pi_std_min"],
-                        stats["pi_std_max"],
-                        q_values.mean(),
-                        q_grads.norm(dim=-1).mean(),
-                    ]
-                )
-            )
-            if self.check_finite:
-                data_finite = [all_finite(obs), all_finite(replay_data.next_observations), all_finite(replay_data.rewards)]
-                values = [target_q.mean(), current_q.detach().mean(), mean.detach().mean(), critic_grad_norm, actor_grad_norm]
-                step_checks.append(th.cat([th.stack(data_finite), th.isfinite(th.cat([step_stats[-1], th.stack(values)]))]))
-
-        if not step_stats:
-            return
-        names = ["actor_loss", "critic_loss", "kl_mean", "kl_std", "alpha_mean", "alpha_std"]
-        names += ["pi_std_min", "pi_std_max", "q_mean", "dq_da_norm"]
-        means = self._read_back(th.stack(step_stats).mean(dim=0), step_checks, names)
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for name, value in zip(names, means, strict=True):
-            self.logger.record(f"train/{name}", float(value))
-
-    def _read_back(self, means: th.Tensor, step_checks: list[th.Tensor], stat_names: list[str]) -> np.ndarray:
-        """The mean stats of a train() call as NumPy, read back with the finiteness flags in one device transfer.
-
-        ``step_checks`` holds the flag of the state at the start of the call (parameters, optimizer states and duals,
-        as left by the previous call), then the flags of each step. If one is down, the training state is rolled back
-        to the last snapshot found finite and a ``DivergenceError`` names the first update and the quantities that
-        went non-finite."""
-        if not self.check_finite:
-            return means.cpu().numpy()
-        with th.no_grad():
-            flags = th.stack(step_checks[1:])  # [steps, checks]
-            packed = th.cat([means, step_checks[0].to(means.dtype).reshape(1), flags.flatten().to(means.dtype)])
-            packed_np = packed.cpu().numpy()
-        n_steps, n_checks = flags.shape
-        start_finite = packed_np[means.numel()] > 0.5
-        flags_np = packed_np[means.numel() + 1 :].reshape(n_steps, n_checks) > 0.5
-        if start_finite and flags_np.all():
-            return packed_np[: means.numel()]
-        start_update = self._n_updates - n_steps
-        if not start_finite:  # the last step of the previous call overflowed, or the state was set non-finite since
-            if not self._snapshot.has_previous:
-                raise DivergenceError(
-                    f"WPO's parameters, optimizer states or duals were already non-finite when training started "
-                    f"(update {start_update}, timestep {self.num_timesteps}), e.g. a model loaded with NaN; "
-                    "there is no finite state to roll back to.",
-                    quantities=["parameters"],
-                    update=start_update,
-                )
-            restored_update = self._snapshot.restore(previous=True)
-            self._n_updates = restored_update
-            raise DivergenceError(
-                f"WPO diverged: non-finite {describe_non_finite(['parameters'])} at update {start_update} "
-                f"(timestep {self.num_timesteps}). The policy, critics, optimizers and duals were rolled back to their "
-                f"state after update {restored_update}, the last one checked finite. {divergence_hint([])}",
-                quantities=["parameters"],
-                update=start_update,
-                restored_update=restored_update,
-            )
-
-        check_names = ["observations", "next_observations", "rewards", *stat_names]
-        check_names += ["target_q", "current_q", "pi_mean", "critic_grad_norm", "actor_grad_norm"]
-        first_bad = int(np.flatnonzero(~flags_np.all(axis=1))[0])
-        update = start_update + 1 + first_bad
-        bad = {check_names[i] for i in np.flatnonzero(~flags_np[first_bad])}
-        quantities = [name for name in FINITE_CHECKS if name in bad] + sorted(bad - FINITE_CHECKS.keys())
-        restored_update = self._snapshot.restore()
-        self._n_updates = restored_update
-        raise DivergenceError(
-            f"WPO diverged: non-finite {describe_non_finite(quantities)} at update {update} "
-            f"(timestep {self.num_timesteps}). The policy, critics, optimizers and duals were rolled back to their "
-            f"state after update {restored_update}, the last one checked finite. {divergence_hint(quantities)}",
-            quantities=quantities,
-            update=update,
-            restored_update=restored_update,
-        )
 
     def _update_targets(self) -> None:
         # A features extractor shared by actor and critic is updated once, with the actor (else its τ would be 2τ−τ²).
@@ -613,31 +431,13 @@ class WPO(OffPolicyAlgorithm):
         return super()._init_callback(callback, progress_bar)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "actor_target", "critic", "critic_target", "_snapshot"]
+        return [*super()._excluded_save_params(), "actor", "actor_target", "critic", "critic_target", "_divergence_guard"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "actor.optimizer", "critic.optimizer"]
         if self.dual_optimizer is not None:
             state_dicts.append("dual_optimizer")
         return state_dicts, ["log_alpha_mean", "log_alpha_std"]
-
-    def _check_parameters_finite(self, path: Any) -> None:
-        if not self.check_finite or not hasattr(self, "policy"):
-            return
-        parameters = [*self.policy.parameters(), self.log_alpha_mean, self.log_alpha_std]
-        if th.isfinite(th.nn.utils.get_total_norm(parameters, norm_type=math.inf)):
-            return
-        rollback, update, restored_update = "", self._n_updates, -1
-        if self._snapshot.has_current:  # e.g. the last update of the last train() call overflowed
-            restored_update = self._n_updates = self._snapshot.restore()
-            rollback = f" The model was rolled back to its last state checked finite (after update {restored_update})."
-        raise DivergenceError(
-            f"Refusing to save a model with non-finite parameters to {describe_file(path)} "
-            f"(check_finite=True); the file was left as it was.{rollback}",
-            quantities=["parameters"],
-            update=update,
-            restored_update=restored_update,
-        )
 
     def save(
         self,
@@ -649,21 +449,16 @@ class WPO(OffPolicyAlgorithm):
         renamed over ``path`` (``.zip`` is appended when ``path`` has no suffix, as in SB3). A process killed during
         the save leaves the previous file intact. With ``check_finite``, a model with non-finite parameters is not
         saved (``DivergenceError``)."""
-        self._check_parameters_finite(path)
-        if not isinstance(path, str | os.PathLike):
-            super().save(path, exclude=exclude, include=include)
-            return
-        with atomic_write(resolve_save_path(path, "zip")) as file:
-            super().save(file, exclude=exclude, include=include)  # type: ignore[arg-type]
+        if hasattr(self, "_divergence_guard"):
+            self._divergence_guard.check_before_save(path)
+        with atomic_save_target(path, "zip") as target:
+            super().save(target, exclude=exclude, include=include)
 
     def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
         """Save the replay buffer as a pickle file, atomically (see ``save``); ``.pkl`` is appended when ``path``
         has no suffix."""
-        if not isinstance(path, str | os.PathLike):
-            super().save_replay_buffer(path)
-            return
-        with atomic_write(resolve_save_path(path, "pkl")) as file:
-            super().save_replay_buffer(file)  # type: ignore[arg-type]
+        with atomic_save_target(path, "pkl") as target:
+            super().save_replay_buffer(target)
 
     @classmethod
     def load(  # type: ignore[override]
@@ -687,19 +482,11 @@ class WPO(OffPolicyAlgorithm):
             model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
             # The saved values, with the overrides in kwargs; custom_objects replace saved values unchecked, as in SB3
             # (the RL Zoo's enjoy/record_video load agents with custom_objects={"learning_rate": 0.0, ...}).
-            model._validate_arguments(unchecked=custom_objects or {})
+            check_arguments(model, unchecked=custom_objects or {})
         except Exception as error:
             overrides = sorted(kwargs) + (["device"] if device != "auto" else [])
-            if overrides and cls._loads_without_overrides(path, custom_objects):
-                hint = " (learned duals cannot be switched on or off by loading)" if "dual_learning_rate" in kwargs else ""
-                raise ValueError(
-                    f"The {cls.__name__} model in {describe_file(path)} loads, but not with the overrides "
-                    f"{', '.join(overrides)}{hint}: {type(error).__name__}: {error}"
-                ) from error
-            raise LoadError(
-                f"Could not load a {cls.__name__} model from {describe_file(path)}: {type(error).__name__}: {error}"
-                f"{load_error_hint(error)}"
-            ) from error
+            blamed = overrides if overrides and loads(super().load, path, custom_objects) else []
+            raise load_error(f"{cls.__name__} model", path, error, blamed) from error
         n_duals = int(np.prod(model.action_space.shape)) if model.per_dim_constraining else 1  # type: ignore[arg-type]
         if model.log_alpha_mean.numel() != n_duals:
             raise ValueError(
@@ -724,18 +511,6 @@ class WPO(OffPolicyAlgorithm):
                 recursive_getattr(self, name).load_state_dict(state_dict)
             raise
 
-    @classmethod
-    def _loads_without_overrides(cls, path: Any, custom_objects: dict[str, Any] | None) -> bool:
-        if isinstance(path, io.IOBase):
-            if not path.seekable():
-                return False
-            path.seek(0)
-        try:
-            super().load(path, custom_objects=custom_objects)
-        except Exception:
-            return False
-        return True
-
     def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
         """SB3's ``load_replay_buffer``, with errors that name the file (see ``load``); the current buffer is kept
         when loading fails, and a buffer whose spaces differ from the model's is refused."""
@@ -752,7 +527,4 @@ class WPO(OffPolicyAlgorithm):
                 )
         except Exception as error:
             self.replay_buffer = previous
-            raise LoadError(
-                f"Could not load a replay buffer from {describe_file(path)}: {type(error).__name__}: {error}"
-                f"{load_error_hint(error)}"
-            ) from error
+            raise load_error("replay buffer", path, error) from error

@@ -208,6 +208,14 @@ def test_unsupported_space(name: str, overrides: dict):
     assert isinstance(raised.value, AssertionError) or name == "policy"
 
 
+def test_an_environment_id_is_made_by_sb3_and_refused_before_any_step():
+    """SB3 makes the environment from its id; WPO checks its spaces when SB3 wraps it, before a reset or a step."""
+    if "CountingDiscreteActions-v0" not in gym.registry:
+        gym.register("CountingDiscreteActions-v0", entry_point=lambda: CountingEnv(action_space=spaces.Discrete(3)))
+    with pytest.raises(ValueError, match=re.escape("action_space must be a gymnasium.spaces.Box")):
+        build(env="CountingDiscreteActions-v0")
+
+
 @pytest.mark.parametrize(("name", "overrides"), BAD_COMBINATIONS, ids=[n for n, _ in BAD_COMBINATIONS])
 def test_inconsistent_combination(name: str, overrides: dict):
     with pytest.raises(ValueError, match=name):

@@ -1,0 +1,159 @@
+"""Refactoring changes no number: fixed-seed runs end with bit-identical parameters, optimizer states, duals, logged
+statistics and divergence errors, compared with hashes written by the code before the refactor.
+
+Float results depend on the torch build and on the CPU's vector instructions, so the golden file records both and the
+test skips (saying why) on another combination. To record new golden hashes (only from code known to be right, e.g.
+the commit before a refactor)::
+
+    SB3_WPO_WRITE_IDENTITY_GOLDEN=1 python -m pytest tests/test_refactor_identity.py -p no:cacheprovider
+
+which writes ``tests/data/refactor_identity_golden.json`` and skips.
+"""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.logger import Logger
+
+from sb3_wpo import WPO, DivergenceError
+
+GOLDEN = Path(__file__).parent / "data" / "refactor_identity_golden.json"
+WRITE = os.environ.get("SB3_WPO_WRITE_IDENTITY_GOLDEN") == "1"
+TOTAL_TIMESTEPS = 300
+
+BASE = dict(
+    buffer_size=2_000,
+    learning_starts=64,
+    batch_size=32,
+    num_samples=4,
+    target_update_interval=10,
+    policy_kwargs=dict(net_arch=[32, 32]),
+    seed=0,
+    device="cpu",
+)
+# Each case covers a path of the update: n-step returns, fixed or learned duals, the guard on or off, Polyak or hard
+# target updates, several gradient steps per call, and a divergence rolled back.
+CASES: dict[str, dict[str, Any]] = {
+    "n1_fixed_duals": dict(n_steps=1, dual_learning_rate=0.0, check_finite=True),
+    "n5_learned_duals": dict(
+        n_steps=5,
+        dual_learning_rate=0.1,
+        check_finite=True,
+        target_aggregation="max",
+        tau=0.05,
+        target_update_interval=1,
+        train_freq=4,
+        gradient_steps=3,
+        policy_kwargs=dict(net_arch=[32, 32], n_critics=2, layer_norm=True),
+    ),
+    "n1_learned_duals_unchecked": dict(
+        n_steps=1, dual_learning_rate=0.05, check_finite=False, per_dim_constraining=False, squashing="cube_root"
+    ),
+    "n5_fixed_duals_no_natural_gradient": dict(n_steps=5, dual_learning_rate=0.0, check_finite=True, natural_gradient=False),
+    "diverges_and_rolls_back": dict(n_steps=1, dual_learning_rate=0.1, check_finite=True, learning_rate=1e6),
+}
+
+
+class RecordingLogger(Logger):
+    """A logger that writes nothing and keeps every ``train/`` value recorded."""
+
+    def __init__(self) -> None:
+        super().__init__(folder=None, output_formats=[])
+        self.records: list[tuple[str, Any]] = []
+
+    def record(self, key: str, value: Any, exclude: str | tuple[str, ...] | None = None) -> None:
+        if key.startswith("train/"):
+            self.records.append((key, value))
+        super().record(key, value, exclude)
+
+
+def digest(value: Any) -> str:
+    """A hash of a tensor or array (dtype, shape and bytes), or of another value's repr."""
+    if isinstance(value, th.Tensor):
+        value = value.detach().cpu().contiguous().numpy()
+    if isinstance(value, np.ndarray):
+        data = f"{value.dtype}{value.shape}".encode() + np.ascontiguousarray(value).tobytes()
+    else:
+        data = repr(value).encode()
+    return hashlib.sha256(data).hexdigest()[:24]
+
+
+def flatten(value: Any, prefix: str, out: dict[str, str]) -> dict[str, str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            flatten(item, f"{prefix}/{key}", out)
+    elif isinstance(value, list | tuple) and any(isinstance(item, dict | th.Tensor) for item in value):
+        for index, item in enumerate(value):
+            flatten(item, f"{prefix}[{index}]", out)
+    else:
+        out[prefix] = digest(value)
+    return out
+
+
+def fingerprint(model: WPO, logger: RecordingLogger, error: DivergenceError | None) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "policy": model.policy.state_dict(),
+        "actor.optimizer": model.actor.optimizer.state_dict(),
+        "critic.optimizer": model.critic.optimizer.state_dict(),
+        "dual_optimizer": model.dual_optimizer.state_dict() if model.dual_optimizer is not None else None,
+        "log_alpha_mean": model.log_alpha_mean,
+        "log_alpha_std": model.log_alpha_std,
+    }
+    buffer = model.replay_buffer
+    assert buffer is not None
+    return {
+        "n_updates": model._n_updates,
+        "num_timesteps": model.num_timesteps,
+        "state": flatten(state, "", {}),
+        "replay_buffer": {name: digest(getattr(buffer, name)) for name in ("observations", "actions", "rewards", "dones")},
+        "n_logged": len(logger.records),
+        "logged": digest([(key, repr(value)) for key, value in logger.records]),
+        "last_logged": {key: repr(value) for key, value in logger.records},
+        "error": None
+        if error is None
+        else dict(message=str(error), quantities=error.quantities, update=error.update, restored=error.restored_update),
+    }
+
+
+def run(case: str) -> dict[str, Any]:
+    settings = {**BASE, **CASES[case]}
+    model = WPO("MlpPolicy", "Pendulum-v1", **settings)
+    logger = RecordingLogger()
+    model.set_logger(logger)
+    error = None
+    try:
+        model.learn(TOTAL_TIMESTEPS)
+    except DivergenceError as raised:
+        error = raised
+    assert (error is not None) == (case == "diverges_and_rolls_back")
+    return fingerprint(model, logger, error)
+
+
+def platform_key() -> dict[str, str]:
+    return {"torch": th.__version__, "cpu_capability": th.backends.cpu.get_cpu_capability()}
+
+
+def test_fixed_seed_runs_are_bit_identical_to_the_golden_hashes():
+    assert th.get_num_threads() == 1, "one thread: the reductions' order must not depend on the thread count"
+    results = {case: run(case) for case in CASES}
+    if WRITE:
+        GOLDEN.write_text(json.dumps({"platform": platform_key(), "cases": results}, indent=1, sort_keys=True) + "\n")
+        pytest.skip(f"wrote {GOLDEN}")
+    golden = json.loads(GOLDEN.read_text())  # a missing file fails, never skips
+    if golden["platform"] != platform_key():
+        pytest.skip(f"golden hashes were written with {golden['platform']}, this is {platform_key()}: floats may differ")
+    # JSON turns tuples into lists: compare through the same round trip.
+    results = json.loads(json.dumps(results))
+    assert results.keys() == golden["cases"].keys()
+    for case, result in results.items():
+        expected = golden["cases"][case]
+        for key in ("n_updates", "num_timesteps", "error", "replay_buffer", "last_logged", "n_logged", "logged"):
+            assert result[key] == expected[key], f"{case}: {key}"
+        changed = sorted(name for name in expected["state"] if result["state"].get(name) != expected["state"][name])
+        assert not changed and result["state"].keys() == expected["state"].keys(), f"{case}: changed {changed}"
