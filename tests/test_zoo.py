@@ -5,6 +5,7 @@ sb3-wpo (``pip install -e .`` in CI): they need the start-up hook that the .pth 
 ``test_installed_wheel_and_editable`` builds a wheel and an editable wheel and runs the zoo's commands in a fresh
 environment with each installed."""
 
+import ast
 import os
 import re
 import shutil
@@ -173,9 +174,25 @@ def test_install_and_register_are_idempotent():
     assert init._sb3_wpo_patched and not getattr(init.__wrapped__, "_sb3_wpo_patched", False)
 
 
-def test_zoo_does_not_import_the_hook():
-    """One direction: the hook calls sb3_wpo.zoo when a zoo module has run; sb3_wpo.zoo needs no hook."""
-    assert "_zoo_hook" not in (ROOT / "sb3_wpo" / "zoo.py").read_text().split('"""')[2]
+def imported_modules(statements):
+    """Names of the modules that the import statements among ``statements`` (ast nodes) import."""
+    names = set()
+    for node in statements:
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names |= {node.module or ""} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def test_imports_go_one_way():
+    """The hook imports only os and sys at module level (sb3_wpo.zoo when a zoo module has run); sb3_wpo.zoo never
+    imports the hook."""
+    hook = ast.parse((ROOT / "sb3_wpo" / "_zoo_hook.py").read_text())
+    assert imported_modules(hook.body) == {"__future__", "__future__.annotations", "os", "sys"}
+    assert "sb3_wpo.zoo" in imported_modules(ast.walk(hook))
+    zoo_imports = imported_modules(ast.walk(ast.parse((ROOT / "sb3_wpo" / "zoo.py").read_text())))
+    assert not [name for name in zoo_imports if "_zoo_hook" in name]
 
 
 CHECK_HOOK = """
@@ -298,12 +315,13 @@ def test_installed_wheel_and_editable(built, kind, tmp_path):
 
     output = run(["-c", CHECK_HOOK], cwd=tmp_path, python=python).stdout
     assert "start-up: True []" in output and "algos: True True True True" in output, output
-    package = Path(re.search(r"package: (.*)", output).group(1))
+    package = Path(re.search(r"package: (.*)", output).group(1)).resolve()
     config = Path(re.search(r"config: (.*)", output).group(1))
     if kind == "wheel":
-        assert package.parent.parent == site_packages and config == site_packages / "sb3_wpo" / "hyperparams" / "wpo.yml"
+        where = site_packages.resolve()
+        assert package.parent.parent == where and config.resolve() == where / "sb3_wpo" / "hyperparams" / "wpo.yml"
     else:
-        assert package.parent.parent == source and config == source / "hyperparams" / "wpo.yml"
+        assert package.parent.parent == source.resolve() and config.resolve() == (source / "hyperparams" / "wpo.yml").resolve()
     assert config.read_bytes() == CONFIG.read_bytes()
 
     logs = tmp_path / "logs"
