@@ -1,8 +1,8 @@
 """RL Zoo (rl_zoo3) integration of WPO: ``--algo wpo`` in the zoo's own commands.
 
 With sb3-wpo installed, the start-up hook (``sb3_wpo._zoo_hook``, see there) calls :func:`patch_module` as the zoo
-modules are imported, so ``python -m rl_zoo3.train --algo wpo ...`` just works. This module also is an explicit
-entry point that needs no hook (e.g. with ``SB3_WPO_NO_ZOO_HOOK=1``)::
+modules are imported, so ``python -m rl_zoo3.train --algo wpo ...`` just works. :func:`main` is an explicit entry
+point that needs no hook (e.g. with ``SB3_WPO_NO_ZOO_HOOK=1``)::
 
     python -m sb3_wpo.zoo train --algo wpo --env Pendulum-v1
     python -m sb3_wpo.zoo enjoy --algo wpo --env Pendulum-v1 -f logs/
@@ -12,27 +12,40 @@ Registration adds:
 - ``"wpo": WPO`` to ``rl_zoo3.utils.ALGOS`` (the ``--algo`` choices of train, enjoy, record_video, ...);
 - :func:`sample_wpo_params` / :func:`convert_wpo_params` to ``HYPERPARAMS_SAMPLER`` / ``HYPERPARAMS_CONVERTER``
   (``--optimize``, and ``--trial-id`` to train with a trial's parameters);
-- :data:`DEFAULT_CONFIG` (``sb3_wpo/hyperparams/wpo.yml``) as the config of ``--algo wpo`` without ``--conf-file``;
-- ``"wpo"`` to the off-policy lists of enjoy, record_video and push_to_hub (the agent loads with ``buffer_size=1``).
+- :data:`DEFAULT_CONFIG` as the config of ``--algo wpo`` without ``--conf-file`` (``ExperimentManager.__init__`` is
+  wrapped: the zoo looks for ``rl_zoo3/hyperparams/wpo.yml``, which it does not ship).
 
-Everything is idempotent.
+Everything is idempotent. enjoy / record_video / push_to_hub load a WPO agent with its saved ``buffer_size`` (they
+pass ``buffer_size=1`` only to the algorithms they list by name, which WPO is not, as sb3-contrib's CrossQ is not):
+SB3 allocates that buffer with ``np.zeros``, which on Linux reserves address space but no memory until written.
 """
 
 import functools
+import importlib
 import inspect
 import runpy
 import sys
 from pathlib import Path
-from types import FunctionType, ModuleType
+from types import ModuleType
 from typing import Any
 
 from torch import nn
 
-from sb3_wpo import _zoo_hook
 from sb3_wpo.wpo import WPO
 
-ALGO_NAME = _zoo_hook.ALGO_NAME
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "hyperparams" / "wpo.yml"
+ALGO_NAME = "wpo"
+
+
+def _find_default_config() -> Path:
+    """The repository has one ``hyperparams/wpo.yml``, at its root. A wheel ships it as ``sb3_wpo/hyperparams/wpo.yml``
+    (``[tool.hatch.build.targets.wheel]`` in pyproject.toml); a source checkout, and so an editable install, reads the
+    root file itself."""
+    package = Path(__file__).resolve().parent
+    shipped, in_checkout = package / "hyperparams" / "wpo.yml", package.parent / "hyperparams" / "wpo.yml"
+    return shipped if shipped.is_file() or not in_checkout.is_file() else in_checkout
+
+
+DEFAULT_CONFIG = _find_default_config()
 
 NET_ARCHS = {
     "small": [64, 64],
@@ -150,36 +163,25 @@ def _patch_exp_manager(module: ModuleType) -> None:
     cls.__init__ = __init__
 
 
-def _patch_off_policy_lists(module: ModuleType) -> None:
-    """Functions of an already imported enjoy/push_to_hub module (a module imported through the hook has its code
-    patched at load time; record_video's list is in its ``__main__`` block, reached only through the hook)."""
-    for value in list(vars(module).values()):
-        if isinstance(value, FunctionType) and value.__module__ == module.__name__:
-            value.__code__ = _zoo_hook.add_to_off_policy_lists(value.__code__)
-
-
 _PATCHES = {
     "rl_zoo3.utils": _patch_utils,
     "rl_zoo3.hyperparams_opt": _patch_hyperparams_opt,
     "rl_zoo3.exp_manager": _patch_exp_manager,
-    "rl_zoo3.enjoy": _patch_off_policy_lists,
-    "rl_zoo3.push_to_hub": _patch_off_policy_lists,
 }
 
 
 def patch_module(name: str, module: ModuleType) -> None:
-    """Register WPO in the zoo module ``name`` (one of ``sb3_wpo._zoo_hook.PATCHED_MODULES``); idempotent."""
+    """Register WPO in the zoo module ``name`` (``rl_zoo3.utils``, ``rl_zoo3.hyperparams_opt`` or
+    ``rl_zoo3.exp_manager``; others are left alone) once it has run; idempotent."""
     patch = _PATCHES.get(name)
     if patch is not None:
         patch(module)
 
 
 def register() -> None:
-    """Register WPO in the zoo modules already imported (those imported later need the hook: see :func:`main`)."""
+    """Import the zoo modules that hold WPO's registration and register it there; idempotent."""
     for name in _PATCHES:
-        module = sys.modules.get(name)
-        if module is not None:
-            patch_module(name, module)
+        patch_module(name, importlib.import_module(name))
 
 
 def is_registered() -> bool:
@@ -191,7 +193,7 @@ def is_registered() -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m sb3_wpo.zoo SCRIPT [ARGS]``: run ``python -m rl_zoo3.SCRIPT [ARGS]`` with WPO registered, whatever
-    the start-up hook (installs the finder in this process even with ``SB3_WPO_NO_ZOO_HOOK`` set)."""
+    the start-up hook (also with ``SB3_WPO_NO_ZOO_HOOK`` set, or with the sources on ``PYTHONPATH``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in SCRIPTS:
         print(f"usage: python -m sb3_wpo.zoo {{{','.join(SCRIPTS)}}} [arguments of rl_zoo3's script]", file=sys.stderr)
@@ -200,7 +202,6 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(2)
         raise SystemExit(0 if argv else 2)
     script, *arguments = argv
-    _zoo_hook.install(force=True)
     register()
     sys.argv = [f"rl_zoo3.{script}", *arguments]
     runpy.run_module(f"rl_zoo3.{script}", run_name="__main__", alter_sys=True)

@@ -1,14 +1,20 @@
 """RL Zoo integration (sb3_wpo/zoo.py, sb3_wpo/_zoo_hook.py, sb3_wpo_zoo_hook.pth, hyperparams/wpo.yml).
 
 The subprocess tests run the zoo's own commands, as rl-baselines3-zoo's tests do, against the *installed*
-sb3-wpo (``pip install -e .`` in CI): they need the start-up hook that the .pth file installs."""
+sb3-wpo (``pip install -e .`` in CI): they need the start-up hook that the .pth file installs.
+``test_installed_wheel_and_editable`` builds a wheel and an editable wheel and runs the zoo's commands in a fresh
+environment with each installed."""
 
+import ast
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 import tarfile
+import venv
 import warnings
 import zipfile
 from pathlib import Path
@@ -25,7 +31,6 @@ from sb3_wpo import WPO, _zoo_hook, zoo
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "hyperparams" / "wpo.yml"
-PACKAGED_CONFIG = ROOT / "sb3_wpo" / "hyperparams" / "wpo.yml"
 ENV_IDS = (
     "Pendulum-v1",
     "MountainCarContinuous-v0",
@@ -48,13 +53,13 @@ N_STEPS = "300"
 SMALL = ["learning_starts:200", "batch_size:32", "num_samples:4", "buffer_size:1000"]
 
 
-def run(args, cwd, env_update=None, check=True):
+def run(args, cwd, env_update=None, check=True, python=sys.executable):
     """Run ``python args...`` like a user would (one torch thread); returns the CompletedProcess."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     env.pop(_zoo_hook.ENV_VAR, None)
     env.update(env_update or {})
     result = subprocess.run(
-        [sys.executable, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False
+        [str(python), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False
     )
     if check:
         assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
@@ -68,10 +73,11 @@ def train_args(log_folder, *extra):
 # ---------------------------------------------------------------- config
 
 
-def test_packaged_config_is_identical():
-    """sb3_wpo/hyperparams/wpo.yml is the copy installed with the package: copy hyperparams/wpo.yml over it."""
-    assert PACKAGED_CONFIG.read_bytes() == CONFIG.read_bytes(), "copy hyperparams/wpo.yml to sb3_wpo/hyperparams/wpo.yml"
-    assert zoo.DEFAULT_CONFIG == PACKAGED_CONFIG.resolve()
+def test_one_config_file():
+    """hyperparams/wpo.yml is the only copy in the repository, and the default config of a source checkout (an
+    editable install); wheels ship it as sb3_wpo/hyperparams/wpo.yml (``test_installed_wheel_and_editable``)."""
+    assert not (ROOT / "sb3_wpo" / "hyperparams").exists()
+    assert zoo.DEFAULT_CONFIG == CONFIG.resolve()
 
 
 def test_config_entries():
@@ -141,9 +147,13 @@ def test_registered_in_zoo_dicts():
 
 
 def test_load_like_enjoy(tmp_path):
-    """rl_zoo3's enjoy / record_video / push_to_hub load agents with these custom objects and buffer_size=1."""
+    """rl_zoo3's enjoy / record_video / push_to_hub load agents with these custom objects; WPO, which is not in their
+    lists of off-policy algorithms (as sb3-contrib's CrossQ), keeps its saved buffer_size, the others get
+    buffer_size=1."""
     WPO("MlpPolicy", "Pendulum-v1", learning_starts=0, batch_size=8, buffer_size=100).save(tmp_path / "agent")
     custom_objects = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+    model = WPO.load(tmp_path / "agent.zip", custom_objects=custom_objects, device="auto", seed=0)
+    assert model.learning_rate == 0.0 and model.buffer_size == 100
     model = WPO.load(tmp_path / "agent.zip", custom_objects=custom_objects, buffer_size=1, seed=0)
     assert model.learning_rate == 0.0 and model.buffer_size == 1
     with pytest.raises(ValueError, match="learning_rate"):
@@ -153,29 +163,36 @@ def test_load_like_enjoy(tmp_path):
 # ---------------------------------------------------------------- hook
 
 
-def test_off_policy_list_patch():
-    source = "def enjoy(algo):\n    off_policy_algos = ['qrdqn', 'dqn', 'ddpg', 'sac', 'her', 'td3', 'tqc']\n"
-    source += "    def inner():\n        return algo in ['dqn', 'sac', 'td3']\n    return algo in off_policy_algos, inner()\n"
-    namespace: dict = {}
-    exec(_zoo_hook.add_to_off_policy_lists(compile(source, "enjoy.py", "exec")), namespace)
-    assert namespace["enjoy"]("wpo") == (True, True)
-    assert namespace["enjoy"]("ppo") == (False, False)
-    patched = _zoo_hook.add_to_off_policy_lists(compile(source, "enjoy.py", "exec"))
-    assert _zoo_hook.add_to_off_policy_lists(patched) is patched  # idempotent
-
-
 def test_install_and_register_are_idempotent():
-    import rl_zoo3.enjoy
     from rl_zoo3.exp_manager import ExperimentManager
 
     for _ in range(3):
-        assert _zoo_hook.install(force=True)
+        assert _zoo_hook.install()
         zoo.register()
     assert sum(bool(getattr(f, "_sb3_wpo_zoo_hook", False)) for f in sys.meta_path) == 1
     init = ExperimentManager.__init__
     assert init._sb3_wpo_patched and not getattr(init.__wrapped__, "_sb3_wpo_patched", False)
-    lists = [c for c in rl_zoo3.enjoy.enjoy.__code__.co_consts if isinstance(c, tuple) and "sac" in c]
-    assert lists == [("qrdqn", "dqn", "ddpg", "sac", "her", "td3", "tqc", "wpo")]
+
+
+def imported_modules(statements):
+    """Names of the modules that the import statements among ``statements`` (ast nodes) import."""
+    names = set()
+    for node in statements:
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names |= {node.module or ""} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def test_imports_go_one_way():
+    """The hook imports only os and sys at module level (sb3_wpo.zoo when a zoo module has run); sb3_wpo.zoo never
+    imports the hook."""
+    hook = ast.parse((ROOT / "sb3_wpo" / "_zoo_hook.py").read_text())
+    assert imported_modules(hook.body) == {"__future__", "__future__.annotations", "os", "sys"}
+    assert "sb3_wpo.zoo" in imported_modules(ast.walk(hook))
+    zoo_imports = imported_modules(ast.walk(ast.parse((ROOT / "sb3_wpo" / "zoo.py").read_text())))
+    assert not [name for name in zoo_imports if "_zoo_hook" in name]
 
 
 CHECK_HOOK = """
@@ -183,15 +200,14 @@ import sys
 hooked = any(getattr(f, "_sb3_wpo_zoo_hook", False) for f in sys.meta_path)
 heavy = sorted(m for m in ("torch", "rl_zoo3", "sb3_wpo", "stable_baselines3", "optuna") if m in sys.modules)
 print("start-up:", hooked, heavy)
-import importlib.util
-import rl_zoo3, rl_zoo3.hyperparams_opt, rl_zoo3.exp_manager, rl_zoo3.enjoy
-spec = importlib.util.find_spec("rl_zoo3.record_video")  # what python -m rl_zoo3.record_video runs
-code = spec.loader.get_code("rl_zoo3.record_video")
-lists = [c for c in code.co_consts if isinstance(c, tuple) and "sac" in c]
-enjoy_lists = [c for c in rl_zoo3.enjoy.enjoy.__code__.co_consts if isinstance(c, tuple) and "sac" in c]
+import rl_zoo3, rl_zoo3.hyperparams_opt, rl_zoo3.exp_manager
 print("algos:", "wpo" in rl_zoo3.ALGOS, "wpo" in rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER,
-      "wpo" in rl_zoo3.hyperparams_opt.HYPERPARAMS_CONVERTER)
-print("off-policy:", all("wpo" in c for c in lists + enjoy_lists), len(lists), len(enjoy_lists))
+      "wpo" in rl_zoo3.hyperparams_opt.HYPERPARAMS_CONVERTER,
+      getattr(rl_zoo3.exp_manager.ExperimentManager.__init__, "_sb3_wpo_patched", False))
+if "wpo" in rl_zoo3.ALGOS:
+    import sb3_wpo, sb3_wpo.zoo
+    print("package:", sb3_wpo.__file__)
+    print("config:", sb3_wpo.zoo.DEFAULT_CONFIG)
 """
 
 
@@ -201,16 +217,14 @@ def test_startup_hook_is_installed_and_cheap(tmp_path):
     zoo registers WPO everywhere."""
     output = run(["-c", CHECK_HOOK], cwd=tmp_path).stdout
     assert "start-up: True []" in output, f"is sb3-wpo installed (pip install -e .)? {output}"
-    assert "algos: True True True" in output
-    assert "off-policy: True 1 1" in output
+    assert "algos: True True True True" in output
 
 
 @pytest.mark.slow
 def test_startup_hook_can_be_turned_off(tmp_path):
     output = run(["-c", CHECK_HOOK], cwd=tmp_path, env_update={_zoo_hook.ENV_VAR: "1"}).stdout
     assert "start-up: False []" in output
-    assert "algos: False False False" in output
-    assert "off-policy: False 1 1" in output
+    assert "algos: False False False False" in output
 
 
 @pytest.mark.slow
@@ -226,41 +240,95 @@ def wheel_names(wheel):
         return archive.namelist()
 
 
-@pytest.mark.slow
-def test_wheels_contain_hook(tmp_path):
-    """``pip install .`` and ``pip install -e .`` both put sb3_wpo_zoo_hook.pth at the top of site-packages: the
-    wheel, the editable wheel and a wheel built from the sdist all have it at their root (built from a copy of the
-    sources, with this environment's setuptools)."""
-    setuptools = pytest.importorskip("setuptools")
-    if tuple(int(part) for part in setuptools.__version__.split(".")[:2]) < (68, 0):
-        pytest.skip("pyproject.toml needs setuptools >= 68")
-    source, out = tmp_path / "src", tmp_path / "dist"
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The wheel, the editable wheel and the sdist that ``pip install .``, ``pip install -e .`` and ``python -m build``
+    make (with this environment's hatchling, the build backend), from a copy of the sources; and a wheel built from
+    that sdist."""
+    pytest.importorskip("hatchling")
+    tmp = tmp_path_factory.mktemp("build")
+    source = tmp / "src"
     source.mkdir()
-    out.mkdir()
-    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "sb3_wpo_zoo_hook.pth"):
+    for name in ("pyproject.toml", "README.md", "sb3_wpo_zoo_hook.pth", ".gitignore"):
         shutil.copy(ROOT / name, source / name)
     for name in ("sb3_wpo", "hyperparams"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    build = "import sys, setuptools.build_meta as b; print(getattr(b, sys.argv[1])(sys.argv[2]))"
-    wheel = out / run(["-c", build, "build_wheel", out], cwd=source).stdout.split()[-1]
-    editable = out / run(["-c", build, "build_editable", out], cwd=source).stdout.split()[-1]
-    sdist = out / run(["-c", build, "build_sdist", out], cwd=source).stdout.split()[-1]
+    build = "import sys, hatchling.build as b; print(getattr(b, 'build_' + sys.argv[1])(sys.argv[2]))"
 
-    names = wheel_names(wheel)
-    assert "sb3_wpo_zoo_hook.pth" in names
-    assert "sb3_wpo/hyperparams/wpo.yml" in names and "sb3_wpo/_zoo_hook.py" in names
-    with zipfile.ZipFile(wheel) as archive:
+    def make(kind, out, cwd):
+        out.mkdir()
+        return out / run(["-c", build, kind, out], cwd=cwd).stdout.split()[-1]
+
+    artifacts = {kind: make(kind, tmp / kind, source) for kind in ("wheel", "editable", "sdist")}
+    with tarfile.open(artifacts["sdist"]) as archive:
+        archive.extractall(tmp / "unpacked", filter="data")
+    artifacts["from_sdist"] = make("wheel", tmp / "from_sdist", next((tmp / "unpacked").iterdir()))
+    return source, artifacts
+
+
+@pytest.mark.slow
+def test_wheels_contain_hook_and_config(built):
+    """The .pth file is at the root of the wheel, of the editable wheel and of a wheel built from the sdist; the wheels
+    ship hyperparams/wpo.yml as sb3_wpo/hyperparams/wpo.yml; the editable wheel ships no copy of it."""
+    _, artifacts = built
+    names = wheel_names(artifacts["wheel"])
+    assert {"sb3_wpo_zoo_hook.pth", "sb3_wpo/hyperparams/wpo.yml", "sb3_wpo/_zoo_hook.py", "sb3_wpo/zoo.py"} <= set(names)
+    assert [name for name in names if not name.startswith(("sb3_wpo/", "sb3_wpo-"))] == ["sb3_wpo_zoo_hook.pth"]
+    with zipfile.ZipFile(artifacts["wheel"]) as archive:
+        assert archive.read("sb3_wpo/hyperparams/wpo.yml") == CONFIG.read_bytes()
         record = archive.read(next(n for n in names if n.endswith("dist-info/RECORD"))).decode()
     assert "sb3_wpo_zoo_hook.pth," in record  # so that pip uninstall removes it
-    with zipfile.ZipFile(editable) as archive:
+    with zipfile.ZipFile(artifacts["editable"]) as archive:
         assert archive.read("sb3_wpo_zoo_hook.pth") == (ROOT / "sb3_wpo_zoo_hook.pth").read_bytes()
+        assert not [name for name in archive.namelist() if name.endswith(".yml")]
+    assert {"sb3_wpo_zoo_hook.pth", "sb3_wpo/hyperparams/wpo.yml"} <= set(wheel_names(artifacts["from_sdist"]))
 
-    with tarfile.open(sdist) as archive:
-        archive.extractall(tmp_path / "sdist", filter="data")
-    unpacked = next((tmp_path / "sdist").iterdir())
-    (out / "from_sdist").mkdir()
-    from_sdist = out / "from_sdist" / run(["-c", build, "build_wheel", out / "from_sdist"], cwd=unpacked).stdout.split()[-1]
-    assert {"sb3_wpo_zoo_hook.pth", "sb3_wpo/hyperparams/wpo.yml"} <= set(wheel_names(from_sdist))
+
+def fresh_environment(path):
+    """A new virtual environment that takes sb3-wpo's dependencies from this one: a .pth file lists this
+    environment's site-packages folders, whose own .pth files (this environment's sb3-wpo hook among them) are
+    not run there. Returns its python and its site-packages."""
+    venv.EnvBuilder(with_pip=False, symlinks=os.name != "nt").create(path)
+    python = path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    purelib = run(["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=path, python=python).stdout
+    site_packages = Path(purelib.strip())
+    folders = [*site.getsitepackages(), site.getusersitepackages() if site.ENABLE_USER_SITE else ""]
+    folders += [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    dependencies = [folder for folder in dict.fromkeys(folders) if folder and Path(folder).is_dir()]
+    # "00": read before the editable wheel's _editable_impl_sb3_wpo.pth, which imports the editables package
+    (site_packages / "00_dependencies.pth").write_text("\n".join(dependencies) + "\n")
+    return python, site_packages
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["wheel", "editable"])
+def test_installed_wheel_and_editable(built, kind, tmp_path):
+    """``pip install`` of the wheel, or of the editable wheel, into a fresh environment: at start-up the hook is
+    there and imports nothing heavy; ``--algo wpo`` reads the one config (the wheel's copy of hyperparams/wpo.yml,
+    or the file in the sources); ``python -m rl_zoo3.train`` and ``python -m rl_zoo3.enjoy`` work, with no flag."""
+    source, artifacts = built
+    python, site_packages = fresh_environment(tmp_path / "env")
+    pip = ["-m", "pip", "install", "--no-deps", "--no-index", "--target", site_packages]
+    run([*pip, artifacts[kind]], cwd=tmp_path)
+    installed = sorted(path.name for path in site_packages.iterdir())
+    assert "sb3_wpo_zoo_hook.pth" in installed and ("sb3_wpo" in installed) == (kind == "wheel")
+
+    output = run(["-c", CHECK_HOOK], cwd=tmp_path, python=python).stdout
+    assert "start-up: True []" in output and "algos: True True True True" in output, output
+    package = Path(re.search(r"package: (.*)", output).group(1)).resolve()
+    config = Path(re.search(r"config: (.*)", output).group(1))
+    if kind == "wheel":
+        where = site_packages.resolve()
+        assert package.parent.parent == where and config.resolve() == where / "sb3_wpo" / "hyperparams" / "wpo.yml"
+    else:
+        assert package.parent.parent == source.resolve() and config.resolve() == (source / "hyperparams" / "wpo.yml").resolve()
+    assert config.read_bytes() == CONFIG.read_bytes()
+
+    logs = tmp_path / "logs"
+    output = run(["-m", "rl_zoo3.train", *train_args(logs, "-params", *SMALL)], cwd=tmp_path, python=python).stdout
+    assert f"Loading hyperparameters from: {config}" in output
+    enjoy = ["--algo", "wpo", "--env", "Pendulum-v1", "-f", logs, "--no-render", "-n", "200", "--num-threads", "1"]
+    assert "Episode Reward:" in run(["-m", "rl_zoo3.enjoy", *enjoy], cwd=tmp_path, python=python).stdout
 
 
 # ---------------------------------------------------------------- the zoo's commands
@@ -276,20 +344,25 @@ def trained(tmp_path_factory):
     return logs, result.stdout
 
 
-DEFAULT_CONFIG_USED = re.compile(r"Loading hyperparameters from: .*sb3_wpo[/\\]hyperparams[/\\]wpo\.yml")
+def assert_default_config(output):
+    """The zoo read the installed sb3-wpo's config: hyperparams/wpo.yml, or the copy of it that a wheel ships."""
+    match = re.search(r"Loading hyperparameters from: (.*)", output)
+    assert match, output[:2000]
+    path = Path(match.group(1).strip())
+    assert path.name == "wpo.yml" and "rl_zoo3" not in path.parts and path.read_bytes() == CONFIG.read_bytes()
 
 
 @pytest.mark.slow
 def test_train_default_config(trained):
     logs, output = trained
-    assert DEFAULT_CONFIG_USED.search(output), output[:2000]
+    assert_default_config(output)
     run_dir = logs / "wpo" / "Pendulum-v1_1"
     assert (run_dir / "Pendulum-v1" / "config.yml").is_file()
     assert (run_dir / "replay_buffer.pkl").is_file()
     model = WPO.load(run_dir / "Pendulum-v1.zip", buffer_size=1)
     pendulum = yaml.safe_load(CONFIG.read_text())["Pendulum-v1"]
     assert model.num_timesteps == int(N_STEPS) and model.learning_starts == 200  # -params overrides the config
-    assert model.train_freq.frequency == pendulum.get("train_freq", 1)  # the packaged config
+    assert model.train_freq.frequency == pendulum.get("train_freq", 1)  # the default config
     assert model.n_steps == pendulum.get("n_steps", 1)
 
 
@@ -340,7 +413,7 @@ def test_explicit_entry_point_without_hook(trained, tmp_path):
     assert "Episode Reward:" in output
     new_logs = tmp_path / "logs"
     output = run(["-m", "sb3_wpo.zoo", "train", *train_args(new_logs, "-params", *SMALL)], cwd=tmp_path, env_update=no_hook)
-    assert DEFAULT_CONFIG_USED.search(output.stdout)
+    assert_default_config(output.stdout)
     assert (new_logs / "wpo" / "Pendulum-v1_1" / "Pendulum-v1.zip").is_file()
 
 
