@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 
+from stable_baselines3 import SAC
 from torch import nn
 
 from sb3_wpo import WPO, _zoo_hook, zoo
@@ -441,3 +442,23 @@ def test_optimize_and_train_a_trial(tmp_path):
     assert model.num_samples == params["num_samples"]
     assert model.lr_schedule(1.0) == pytest.approx(params["learning_rate"])
     assert model.policy_kwargs["net_arch"] == zoo.NET_ARCHS[params["net_arch"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["wpo", "sac"])
+def test_deepmind_control_through_shimmy(algo, tmp_path):
+    """``--env dm_control/...  --gym-packages shimmy``: WPO with its entry in wpo.yml (Dict observations flattened by
+    the entry's env_wrapper), SAC with the campaign's config; then enjoy the agent."""
+    logs = tmp_path / "logs"
+    env_id = "dm_control/cartpole-swingup-v0"
+    config = [] if algo == "wpo" else ["--conf-file", ROOT / "benchmarks" / "hyperparams" / "sac.yml"]
+    small = ["learning_starts:100", "batch_size:32", "buffer_size:1000"] + (["num_samples:4"] if algo == "wpo" else [])
+    args = ["--algo", algo, "--env", env_id, "--gym-packages", "shimmy", "-n", N_STEPS, "-f", logs, "--num-threads", "1"]
+    output = run(["-m", "rl_zoo3.train", *args, *config, "-params", *small], cwd=tmp_path).stdout
+    if algo == "wpo":
+        assert_default_config(output)
+    model_path = logs / algo / "dm_control-cartpole-swingup-v0_1" / "dm_control-cartpole-swingup-v0.zip"
+    model = (WPO if algo == "wpo" else SAC).load(model_path, buffer_size=1)
+    assert model.observation_space.shape == (5,) and model.num_timesteps == int(N_STEPS)
+    enjoy = ["--algo", algo, "--env", env_id, "--gym-packages", "shimmy", "-f", logs, "--no-render", "-n", "300"]
+    assert "Loading" in run(["-m", "rl_zoo3.enjoy", *enjoy, "--num-threads", "1"], cwd=tmp_path).stdout
