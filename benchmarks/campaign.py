@@ -16,7 +16,6 @@ own ``--trained-agent`` loading. A finished run appends its record to ``results/
 """
 
 import argparse
-import importlib
 import json
 import os
 import shutil
@@ -166,26 +165,8 @@ class CampaignCallback(BaseCallback):
 
 
 def make_experiment(algo: str, env_id: str, seed: int, steps: int, log_folder: Path, trained_agent: str = "") -> Any:
-    """The zoo's ExperimentManager as ``rl_zoo3.train`` builds it (``--gym-packages shimmy`` for dm_control)."""
-    if env_id.startswith("dm_control/"):
-        importlib.import_module("shimmy")
-    import sb3_wpo.zoo
-    from rl_zoo3.exp_manager import ExperimentManager
-
-    sb3_wpo.zoo.register()
-    args = argparse.Namespace(algo=algo, env=env_id, seed=seed, n_timesteps=steps, trained_agent=trained_agent)
-    return ExperimentManager(
-        args,
-        algo,
-        env_id,
-        str(log_folder),
-        n_timesteps=steps,
-        eval_freq=-1,  # evaluation and checkpoints: CampaignCallback
-        seed=seed,
-        trained_agent=trained_agent,
-        verbose=0,
-        config=CONFIGS[algo],
-    )
+    """The zoo's ExperimentManager as ``rl_zoo3.train`` builds it, with the campaign's config of ``algo``."""
+    return common.zoo_experiment(algo, env_id, seed, steps, log_folder, config=CONFIGS[algo], trained_agent=trained_agent)
 
 
 def mark_episode_cut(model: Any) -> None:

@@ -1,10 +1,13 @@
-"""Shared helpers of the benchmark scripts: machine description, hyperparameters, evaluation, run pool, plots.
+"""Shared helpers of the benchmark scripts: machine description, the RL Zoo's ExperimentManager, zoo entries, run
+pool, statistics, plots.
 
 Each benchmark process runs torch on one thread (``torch.set_num_threads(1)``) and at most two processes run
 in parallel: the benchmark machine has two cores.
 """
 
+import argparse
 import csv
+import importlib
 import json
 import multiprocessing as mp
 import os
@@ -12,7 +15,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +29,12 @@ matplotlib.use("Agg")
 import numpy as np
 import torch as th
 import yaml
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # sb3_wpo from the working tree when it is not installed
     sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
-WPO_YML = Path(os.environ.get("SB3_WPO_HYPERPARAMS", ROOT / "hyperparams" / "wpo.yml"))  # env var: for smoke tests
 # WPO's train/* statistics recorded after every train() call (binned over 500 env steps) by the returns and ε runs.
 WPO_TRAIN_KEYS = ("kl_mean", "kl_std", "alpha_mean", "alpha_std", "pi_std_min", "pi_std_max", "q_mean", "dq_da_norm")
 SUCCESS_THRESHOLDS = {"Pendulum-v1": -200.0, "LunarLanderContinuous-v3": 200.0, "HalfCheetah-v5": 3000.0}
@@ -159,16 +158,70 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Hyperparameters (rl-zoo3 format)
+# The RL Zoo: its config files hold the entries, its ExperimentManager builds the runs
 # ----------------------------------------------------------------------------------------------------------------
 def zoo_file(algo: str) -> Path:
+    """The config the zoo reads for ``--algo ALGO`` without ``--conf-file``: rl_zoo3's ``hyperparams/ALGO.yml``, and
+    for WPO ``hyperparams/wpo.yml`` (``sb3_wpo.zoo.DEFAULT_CONFIG``)."""
+    if algo == "wpo":
+        from sb3_wpo.zoo import DEFAULT_CONFIG
+
+        return DEFAULT_CONFIG
     import rl_zoo3
 
     return Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
 
 
+def zoo_experiment(
+    algo: str,
+    env_id: str,
+    seed: int,
+    steps: int,
+    log_folder: Path,
+    config: str | None = None,
+    hyperparams: dict[str, Any] | None = None,
+    trained_agent: str = "",
+) -> Any:
+    """The zoo's ``ExperimentManager`` as ``python -m rl_zoo3.train --algo ALGO --env ENV_ID --seed SEED -n STEPS
+    [--conf-file CONFIG] [-params KEY:VALUE ...] [-i TRAINED_AGENT]`` builds it (``--gym-packages shimmy`` for
+    dm_control), with the zoo's own evaluation off (``--eval-freq -1``): the benchmarks evaluate in their callbacks.
+    ``config`` None: the zoo's default config of the algorithm (:func:`zoo_file`); ``hyperparams``: values that
+    replace the entry's, as ``-params`` does (Python values rather than strings)."""
+    if env_id.startswith("dm_control/"):
+        importlib.import_module("shimmy")
+    import sb3_wpo.zoo
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    sb3_wpo.zoo.register()
+    args = argparse.Namespace(
+        algo=algo,
+        env=env_id,
+        seed=seed,
+        n_timesteps=steps,
+        trained_agent=trained_agent,
+        conf_file=config,
+        hyperparams=hyperparams,
+    )
+    return ExperimentManager(
+        args,
+        algo,
+        env_id,
+        str(log_folder),
+        n_timesteps=steps,
+        eval_freq=-1,
+        seed=seed,
+        hyperparams=hyperparams,
+        trained_agent=trained_agent,
+        verbose=0,
+        config=config,
+    )
+
+
 def raw_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
-    path = WPO_YML if algo == "wpo" else zoo_file(algo)
+    """The entry of ``env_id`` in the zoo's config of ``algo`` (:func:`zoo_file`), unprocessed. Where the file has
+    none, the entry of the same task at another version (rl-zoo3 2.9 tunes the MuJoCo tasks as -v4), with
+    ``hyperparams_from`` naming it."""
+    path = zoo_file(algo)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     with path.open() as file:
@@ -185,7 +238,8 @@ def raw_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
 
 def preprocess_hyperparams(hyperparams: dict[str, Any], env: gym.Env) -> tuple[dict[str, Any], dict[str, Any]]:
     """Model kwargs from a zoo entry, as rl_zoo3's ExperimentManager builds them (schedules, policy_kwargs strings,
-    action noise). Returns (model kwargs, entries that are not model kwargs)."""
+    action noise). Returns (model kwargs, entries that are not model kwargs). Only speed.py's headline models
+    (built without the zoo) use it; the training runs of returns.py and epsilon_sweep.py are built by the zoo."""
     from rl_zoo3.utils import linear_schedule
 
     hyperparams = dict(hyperparams)
@@ -250,148 +304,28 @@ def algo_class(algo: str) -> type:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Training runs with periodic deterministic evaluation
+# Run pool
 # ----------------------------------------------------------------------------------------------------------------
-class EvalRecorder(BaseCallback):
-    """EvalCallback-style: every ``eval_freq`` steps, ``n_eval_episodes`` deterministic episodes on a separate env.
-
-    Records the timesteps, the training wall-clock and process CPU time (both excluding evaluation) and the return.
-    Optionally records WPO's train/* statistics after each train() call (read from ``logger.name_to_value``)."""
-
-    def __init__(
-        self, eval_env: gym.Env, eval_freq: int, n_eval_episodes: int, train_keys: Iterable[str] = (), train_bin: int = 500
-    ):
-        super().__init__()
-        self.eval_env = eval_env
-        self.eval_freq = eval_freq
-        self.n_eval_episodes = n_eval_episodes
-        self.train_keys = list(train_keys)
-        self.train_bin = train_bin
-        self.curve: list[dict[str, float]] = []
-        self.train_stats: list[dict[str, float]] = []  # means over bins of ``train_bin`` environment steps
-        self.train_totals: dict[str, float] = {}  # sums over all train() calls
-        self.n_train_calls = 0
-        self._bin: dict[str, list[float]] = {}
-        self._eval_wall = 0.0
-        self._eval_cpu = 0.0
-        self._last_updates = -1
-
-    def _on_training_start(self) -> None:
-        self._start_wall = time.perf_counter()
-        self._start_cpu = time.process_time()
-
-    def _on_rollout_start(self) -> None:
-        """Called right after each train(): read the train/* values it logged (before any dump clears them)."""
-        if not self.train_keys:
-            return
-        values = self.model.logger.name_to_value
-        n_updates = getattr(self.model, "_n_updates", 0)
-        if n_updates == self._last_updates or f"train/{self.train_keys[0]}" not in values:
-            return
-        self._last_updates = n_updates
-        self.n_train_calls += 1
-        for key in self.train_keys:
-            value = float(values.get(f"train/{key}", float("nan")))
-            self._bin.setdefault(key, []).append(value)
-            self.train_totals[key] = self.train_totals.get(key, 0.0) + value
-        if self.num_timesteps // self.train_bin != (self.num_timesteps - 1) // self.train_bin:
-            self._flush_bin()
-
-    def _flush_bin(self) -> None:
-        if self._bin:
-            record = {"timesteps": self.num_timesteps, "n_updates": self._last_updates}
-            record.update({key: float(np.mean(values)) for key, values in self._bin.items()})
-            self.train_stats.append(record)
-            self._bin = {}
-
-    def train_means(self) -> dict[str, float]:
-        return {key: total / max(self.n_train_calls, 1) for key, total in self.train_totals.items()}
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps % self.eval_freq == 0:
-            self.evaluate()
-        return True
-
-    def evaluate(self) -> None:
-        wall, cpu = time.perf_counter(), time.process_time()
-        returns, _ = evaluate_policy(
-            self.model, self.eval_env, n_eval_episodes=self.n_eval_episodes, deterministic=True, return_episode_rewards=True
-        )
-        self.curve.append(
-            {
-                "timesteps": self.num_timesteps,
-                "train_wall_s": round(wall - self._start_wall - self._eval_wall, 3),
-                "train_cpu_s": round(cpu - self._start_cpu - self._eval_cpu, 3),
-                "eval_mean": float(np.mean(returns)),
-                "eval_std": float(np.std(returns)),
-            }
-        )
-        self._eval_wall += time.perf_counter() - wall
-        self._eval_cpu += time.process_time() - cpu
-
-
-def train_and_evaluate(spec: dict[str, Any]) -> dict[str, Any]:
-    """One training run. ``spec``: algo, env_id, seed, steps, hyperparams (zoo format), eval_freq, n_eval_episodes,
-    overrides (model kwargs that replace the entry's), train_keys. Returns the run record (curve and stats)."""
-    from stable_baselines3.common.env_util import make_vec_env
-
-    th.set_num_threads(1)
-    # the code this run imports: HEAD and whether sb3_wpo/ had uncommitted edits when the run started
-    started = {"commit": git_commit(), "sb3_wpo_uncommitted_changes": sb3_wpo_dirty(), "load_average_start": load_average()}
-    started["started_utc"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-    algo, env_id, seed = spec["algo"], spec["env_id"], spec["seed"]
-    env = make_vec_env(env_id, n_envs=1, seed=seed)
-    eval_env = Monitor(gym.make(env_id))
-    eval_env.reset(seed=seed + 10_000)
-    kwargs, _ = preprocess_hyperparams(spec["hyperparams"], env)
-    kwargs.update(spec.get("overrides", {}))
-    policy = kwargs.pop("policy", "MlpPolicy")
-    if "learning_starts" in kwargs:
-        kwargs["learning_starts"] = min(kwargs["learning_starts"], spec["steps"])
-    model = algo_class(algo)(policy, env, seed=seed, verbose=0, **kwargs)
-    recorder = EvalRecorder(eval_env, spec["eval_freq"], spec["n_eval_episodes"], spec.get("train_keys", ()))
-    recorder.train_bin = spec.get("train_bin", 500)
-    start = time.perf_counter()
-    error = None
-    try:
-        model.learn(total_timesteps=spec["steps"], callback=recorder)
-    except Exception as exc:  # a diverged run is a result too
-        error = f"{type(exc).__name__}: {exc}"[:500]
-    recorder._flush_bin()
-    record = {key: spec[key] for key in ("name", "algo", "env_id", "seed", "steps", "cell") if key in spec}
-    record.update(
-        {
-            "hyperparams": hyperparams_for_json({**spec["hyperparams"], **spec.get("overrides", {})}),
-            "total_wall_s": round(time.perf_counter() - start, 2),
-            "curve": recorder.curve,
-            "train_stats": recorder.train_stats,
-            "train_means": recorder.train_means(),
-            "final_return": recorder.curve[-1]["eval_mean"] if recorder.curve and error is None else float("nan"),
-            "error": error,
-            **started,
-        }
-    )
-    env.close()
-    eval_env.close()
-    return record
-
-
 def _init_worker() -> None:
     th.set_num_threads(1)
 
 
 def run_pool(
-    specs: list[dict[str, Any]], on_result: Callable[[dict[str, Any]], None], processes: int = 2, desc: str = "runs"
+    worker: Callable[[dict[str, Any]], dict[str, Any]],
+    specs: list[dict[str, Any]],
+    on_result: Callable[[dict[str, Any]], None],
+    processes: int = 2,
+    desc: str = "runs",
 ) -> None:
-    """Run ``specs`` with ``train_and_evaluate`` in a pool of ``processes`` (≤ 2) and hand each result to
-    ``on_result`` as soon as it finishes (tqdm progress bar over runs)."""
+    """Run ``worker`` on each of ``specs`` in a pool of ``processes`` (≤ 2) and hand each result to ``on_result`` as
+    soon as it finishes (tqdm progress bar over runs)."""
     from tqdm import tqdm
 
     if not specs:
         return
     processes = max(1, min(processes, 2, len(specs)))
     with mp.get_context("fork").Pool(processes, initializer=_init_worker, maxtasksperchild=1) as pool:
-        for record in tqdm(pool.imap_unordered(train_and_evaluate, specs), total=len(specs), desc=desc, file=sys.stdout):
+        for record in tqdm(pool.imap_unordered(worker, specs), total=len(specs), desc=desc, file=sys.stdout):
             on_result(record)
 
 

@@ -12,7 +12,8 @@ Each run records its final deterministic evaluation return and, after every trai
 train/kl_mean, kl_std, alpha_mean, alpha_std, pi_std_min, pi_std_max (binned over 500 steps). Runs are appended to
 ``runs.jsonl`` as they finish, seed by seed over all cells, and the script resumes where it stopped.
 The WPO runs of benchmarks/returns.py (the unmodified wpo.yml entry, which is soft mode at its ε_mean) are reused
-as the cell ours/soft/ε of the same steps instead of being re-run.
+as the cell ours/soft/ε of the same steps instead of being re-run. Each run is returns.py's: the RL Zoo's
+ExperimentManager builds it from wpo.yml's entry with the cell's settings as ``-params`` overrides.
 
     python benchmarks/epsilon_sweep.py --seeds 0-1 --configs ours --modes soft hard
     python benchmarks/epsilon_sweep.py --quick
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 import numpy as np
-from returns import parse_seeds
+from returns import parse_seeds, run
 
 EPSILONS = (0.001, 0.005, 0.01, 0.02, 0.05)
 TRAIN_KEYS = common.WPO_TRAIN_KEYS
@@ -101,7 +102,6 @@ def make_specs(args: argparse.Namespace, done: set[tuple]) -> list[dict[str, Any
                             env_id=args.env,
                             seed=seed,
                             steps=args.steps,
-                            hyperparams=entry,
                             overrides=overrides,
                             eval_freq=args.eval_freq,
                             n_eval_episodes=args.n_eval_episodes,
@@ -109,6 +109,9 @@ def make_specs(args: argparse.Namespace, done: set[tuple]) -> list[dict[str, Any
                             train_bin=500,
                         )
                     )
+                    if "hyperparams_from" in entry:  # wpo.yml has the task at another version: run from that entry
+                        specs[-1]["hyperparams_from"] = entry["hyperparams_from"]
+                        specs[-1]["config_entry"] = {k: v for k, v in entry.items() if k != "hyperparams_from"}
     return specs
 
 
@@ -320,7 +323,7 @@ def main() -> None:
             common.append_jsonl(runs_file, record)
             print(f"  {record['name']}: final {record['final_return']:.1f} in {record['total_wall_s']:.0f}s", flush=True)
 
-        common.run_pool(specs, on_result, processes=args.processes, desc="ε-sweep runs")
+        common.run_pool(run, specs, on_result, processes=args.processes, desc="ε-sweep runs")
     report(args.out, args.env, args.steps, meta)
 
 

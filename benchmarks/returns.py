@@ -5,6 +5,15 @@ separate environment (``--n-eval-episodes`` episodes) and appends its record to 
 finishes: the script resumes where it stopped and skips the runs already recorded. Then it writes one CSV per
 run (the curve), ``summary.json``, ``summary.md`` and a learning-curve plot per environment.
 
+The RL Zoo's own code builds each run, as ``python -m rl_zoo3.train`` does: its ``ExperimentManager`` reads the
+algorithm's config (rl_zoo3's sac/td3/tqc.yml, WPO's hyperparams/wpo.yml), applies ``--set`` as ``-params`` and
+makes the model and the training environment (``setup_experiment``) and the evaluation environment
+(``create_envs(1, eval_env=True)``). The zoo seeds its evaluation environment with the run's seed; these runs
+reseed it with seed + 10,000 (EVAL_SEED_OFFSET), as the runs before the zoo did. ``--defaults`` runs from a
+temporary config with just ``{ENV: {policy: MlpPolicy, n_timesteps: STEPS}}``; an environment that the zoo's
+file lists only at another version (HalfCheetah-v5: rl-zoo3 has -v4) runs from a temporary config holding that
+entry, and the record's hyperparams name it (``hyperparams_from``).
+
     python benchmarks/returns.py --envs Pendulum-v1 --algos wpo sac --seeds 0-9 --steps 20000
     python benchmarks/returns.py --quick            # smoke test: 2 seeds, 2,000 steps, separate output folder
     python benchmarks/returns.py --report-only      # only redo the summary and plots from runs.jsonl
@@ -12,7 +21,12 @@ run (the curve), ``summary.json``, ``summary.md`` and a learning-curve plot per 
 """
 
 import argparse
+import contextlib
+import io
 import sys
+import tempfile
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 import numpy as np
+import torch as th
 import yaml
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 ALGOS = ("wpo", "sac", "td3", "tqc")
 COLORS = {"wpo": "tab:red", "sac": "tab:blue", "td3": "tab:green", "tqc": "tab:purple"}
+EVAL_SEED_OFFSET = 10_000  # the evaluation environment's seed is the run's seed + this
 
 
 def parse_seeds(text: list[str]) -> list[int]:
@@ -42,12 +61,14 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["Pendulum-v1"])
     parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
-    parser.add_argument("--seeds", nargs="+", default=["0-9"], help="e.g. 0-9 or 0,1,2")
+    parser.add_argument("--seeds", nargs="+", default=None, help="e.g. 0-9 or 0,1,2 (default 0-9; --quick: 0,1)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: 20,000 on Pendulum, else zoo)")
     parser.add_argument("--eval-freq", type=int, default=2000)
     parser.add_argument("--n-eval-episodes", type=int, default=10)
     parser.add_argument("--processes", type=int, default=2, help="parallel runs (at most 2)")
-    parser.add_argument("--quick", action="store_true", help="smoke test: seeds 0,1, 2,000 steps, results/returns_quick")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 2,000 steps, seeds 0,1 unless --seeds, results/returns_quick"
+    )
     parser.add_argument("--report-only", action="store_true", help="no training; redo summary and plots")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/returns)")
     parser.add_argument(
@@ -57,7 +78,10 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     args.overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
     if args.quick:
-        args.seeds, args.steps, args.eval_freq, args.n_eval_episodes = ["0,1"], 2000, 500, 2
+        args.seeds, args.steps, args.eval_freq, args.n_eval_episodes = args.seeds or ["0,1"], 2000, 500, 2
+    args.seeds = args.seeds or ["0-9"]
+    if args.defaults and args.steps is None and set(args.envs) - {"Pendulum-v1"}:
+        parser.error("--defaults needs --steps for environments other than Pendulum-v1")
     args.out = args.out or common.RESULTS / ("returns_quick" if args.quick else "returns")
     return args
 
@@ -67,29 +91,178 @@ def run_key(record: dict[str, Any]) -> tuple:
 
 
 def make_specs(args: argparse.Namespace, done: set[tuple]) -> list[dict[str, Any]]:
+    """One spec per run not yet done. ``config_entry``, where present: the entry of the temporary zoo config the run
+    reads (--defaults, or the entry of another version of the task); otherwise the zoo reads its own config."""
     specs = []
     for env_id in args.envs:
         for seed in parse_seeds(args.seeds):
             for algo in args.algos:  # interleaved: whatever finishes first is balanced across algorithms
-                hyperparams = {"policy": "MlpPolicy"} if args.defaults else common.raw_hyperparams(algo, env_id)
-                steps = args.steps or (20_000 if env_id == "Pendulum-v1" else int(float(hyperparams["n_timesteps"])))
+                entry = {"policy": "MlpPolicy"} if args.defaults else common.raw_hyperparams(algo, env_id)
+                steps = args.steps or (20_000 if env_id == "Pendulum-v1" else int(float(entry["n_timesteps"])))
                 spec = dict(
                     name=f"{algo}_{env_id}_s{seed}",
                     algo=algo,
                     env_id=env_id,
                     seed=seed,
                     steps=steps,
-                    hyperparams=hyperparams,
                     eval_freq=args.eval_freq,
                     n_eval_episodes=args.n_eval_episodes,
                     train_keys=common.WPO_TRAIN_KEYS if algo == "wpo" else (),
                     overrides=args.overrides,
                 )
+                if args.defaults:
+                    spec["config_entry"] = {"policy": "MlpPolicy", "n_timesteps": steps}
+                elif "hyperparams_from" in entry:
+                    spec["hyperparams_from"] = entry.pop("hyperparams_from")
+                    spec["config_entry"] = entry
                 if run_key(spec) not in done:
                     specs.append(spec)
     return specs
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# One run: built by the zoo, evaluated every eval_freq steps
+# ----------------------------------------------------------------------------------------------------------------
+class EvalRecorder(BaseCallback):
+    """EvalCallback-style: every ``eval_freq`` steps, ``n_eval_episodes`` deterministic episodes on a separate env.
+
+    Records the timesteps, the training wall-clock and process CPU time (both excluding evaluation) and the return.
+    Optionally records WPO's train/* statistics after each train() call (read from ``logger.name_to_value``)."""
+
+    def __init__(
+        self, eval_env: VecEnv, eval_freq: int, n_eval_episodes: int, train_keys: Iterable[str] = (), train_bin: int = 500
+    ):
+        super().__init__()
+        self.eval_env = eval_env
+        self.eval_freq = eval_freq
+        self.n_eval_episodes = n_eval_episodes
+        self.train_keys = list(train_keys)
+        self.train_bin = train_bin
+        self.curve: list[dict[str, float]] = []
+        self.train_stats: list[dict[str, float]] = []  # means over bins of ``train_bin`` environment steps
+        self.train_totals: dict[str, float] = {}  # sums over all train() calls
+        self.n_train_calls = 0
+        self._bin: dict[str, list[float]] = {}
+        self._eval_wall = 0.0
+        self._eval_cpu = 0.0
+        self._last_updates = -1
+
+    def _on_training_start(self) -> None:
+        self._start_wall = time.perf_counter()
+        self._start_cpu = time.process_time()
+
+    def _on_rollout_start(self) -> None:
+        """Called right after each train(): read the train/* values it logged (before any dump clears them)."""
+        if not self.train_keys:
+            return
+        values = self.model.logger.name_to_value
+        n_updates = getattr(self.model, "_n_updates", 0)
+        if n_updates == self._last_updates or f"train/{self.train_keys[0]}" not in values:
+            return
+        self._last_updates = n_updates
+        self.n_train_calls += 1
+        for key in self.train_keys:
+            value = float(values.get(f"train/{key}", float("nan")))
+            self._bin.setdefault(key, []).append(value)
+            self.train_totals[key] = self.train_totals.get(key, 0.0) + value
+        if self.num_timesteps // self.train_bin != (self.num_timesteps - 1) // self.train_bin:
+            self._flush_bin()
+
+    def _flush_bin(self) -> None:
+        if self._bin:
+            record = {"timesteps": self.num_timesteps, "n_updates": self._last_updates}
+            record.update({key: float(np.mean(values)) for key, values in self._bin.items()})
+            self.train_stats.append(record)
+            self._bin = {}
+
+    def train_means(self) -> dict[str, float]:
+        return {key: total / max(self.n_train_calls, 1) for key, total in self.train_totals.items()}
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % self.eval_freq == 0:
+            self.evaluate()
+        return True
+
+    def evaluate(self) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        sync_envs_normalization(self.training_env, self.eval_env)  # as the zoo's EvalCallback (VecNormalize entries)
+        returns, _ = evaluate_policy(
+            self.model, self.eval_env, n_eval_episodes=self.n_eval_episodes, deterministic=True, return_episode_rewards=True
+        )
+        self.curve.append(
+            {
+                "timesteps": self.num_timesteps,
+                "train_wall_s": round(wall - self._start_wall - self._eval_wall, 3),
+                "train_cpu_s": round(cpu - self._start_cpu - self._eval_cpu, 3),
+                "eval_mean": float(np.mean(returns)),
+                "eval_std": float(np.std(returns)),
+            }
+        )
+        self._eval_wall += time.perf_counter() - wall
+        self._eval_cpu += time.process_time() - cpu
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """One training run. ``spec``: name, algo, env_id, seed, steps, eval_freq, n_eval_episodes, overrides (values
+    that replace the zoo entry's, as ``-params``), train_keys, optionally train_bin, config_entry (the entry of a
+    temporary zoo config), hyperparams_from, cell. Returns the run record (curve and statistics).
+
+    The zoo's ExperimentManager builds the model and the training env from the algorithm's config and makes the
+    evaluation env, which is then reseeded with seed + EVAL_SEED_OFFSET (the zoo seeds it with the run's seed)."""
+    th.set_num_threads(1)
+    # the code this run imports: HEAD and whether sb3_wpo/ had uncommitted edits when the run started
+    started = {"commit": common.git_commit(), "sb3_wpo_uncommitted_changes": common.sb3_wpo_dirty()}
+    started.update(load_average_start=common.load_average(), started_utc=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()))
+    algo, env_id, seed, steps = spec["algo"], spec["env_id"], spec["seed"], spec["steps"]
+    with tempfile.TemporaryDirectory(prefix="sb3-wpo-returns-") as folder:
+        config = None
+        if "config_entry" in spec:
+            config = str(Path(folder) / "config.yml")
+            Path(config).write_text(yaml.safe_dump({env_id: spec["config_entry"]}))
+        # the zoo prints the entry and its log path: kept off the progress bar (the record has the entry)
+        with contextlib.redirect_stdout(io.StringIO()):
+            experiment = common.zoo_experiment(
+                algo, env_id, seed, steps, Path(folder) / "zoo", config=config, hyperparams=dict(spec.get("overrides", {}))
+            )
+            model, saved_hyperparams = experiment.setup_experiment()
+            eval_env = experiment.create_envs(1, eval_env=True, no_log=True)
+        eval_env.seed(seed + EVAL_SEED_OFFSET)  # for its next reset, the first evaluation's
+        hyperparams = dict(saved_hyperparams)
+        if model.learning_starts > steps:  # the warm-up ends with a short run (--quick), as before the zoo
+            model.learning_starts = hyperparams["learning_starts"] = steps
+        if "hyperparams_from" in spec:
+            hyperparams["hyperparams_from"] = spec["hyperparams_from"]
+        recorder = EvalRecorder(eval_env, spec["eval_freq"], spec["n_eval_episodes"], spec.get("train_keys", ()))
+        recorder.train_bin = spec.get("train_bin", 500)
+        start = time.perf_counter()
+        error = None
+        try:
+            model.learn(total_timesteps=steps, callback=recorder)
+        except Exception as exc:  # a diverged run is a result too
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        recorder._flush_bin()
+        total_wall_s = round(time.perf_counter() - start, 2)
+        model.get_env().close()
+        eval_env.close()
+    record = {key: spec[key] for key in ("name", "algo", "env_id", "seed", "steps", "cell") if key in spec}
+    record.update(
+        {
+            "hyperparams": common.hyperparams_for_json(hyperparams),
+            "total_wall_s": total_wall_s,
+            "curve": recorder.curve,
+            "train_stats": recorder.train_stats,
+            "train_means": recorder.train_means(),
+            "final_return": recorder.curve[-1]["eval_mean"] if recorder.curve and error is None else float("nan"),
+            "error": error,
+            **started,
+        }
+    )
+    return record
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Summary, tables, plots
+# ----------------------------------------------------------------------------------------------------------------
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Per (env, algo, steps): final return mean ± std, success rate, steps- and wall-clock-to-threshold."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -211,7 +384,7 @@ def main() -> None:
             common.append_jsonl(runs_file, record)
             print(f"  {record['name']}: final {record['final_return']:.1f} in {record['total_wall_s']:.0f}s", flush=True)
 
-        common.run_pool(specs, on_result, processes=args.processes, desc="returns runs")
+        common.run_pool(run, specs, on_result, processes=args.processes, desc="returns runs")
     report(args.out, meta)
 
 

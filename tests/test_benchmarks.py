@@ -1,5 +1,6 @@
-"""The benchmark tooling computes what its results pages claim: zoo hyperparameters parsed as rl-zoo3 parses them,
-sweep cells built as documented, success rates and KL ratios counted right, a run record complete."""
+"""The benchmark tooling computes what its results pages claim: runs built by the RL Zoo's own ExperimentManager from
+the zoo entries (plus overrides) and evaluated on a separately seeded env, sweep cells built as documented, success
+rates and KL ratios counted right, a run record complete."""
 
 import argparse
 import math
@@ -12,11 +13,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import common
 import epsilon_sweep
+import returns
 from returns import parse_seeds
 
 
@@ -26,10 +29,9 @@ def test_parse_seeds():
 
 def rl_zoo3_model_kwargs(algo: str, env_id: str, tmp_path: Path) -> dict[str, Any]:
     """The model kwargs rl-zoo3's own ExperimentManager builds for a zoo entry."""
-    from rl_zoo3.exp_manager import ExperimentManager
     from stable_baselines3.common.env_util import make_vec_env
 
-    manager = ExperimentManager(argparse.Namespace(), algo, env_id, str(tmp_path), verbose=0)
+    manager = common.zoo_experiment(algo, env_id, 0, 0, tmp_path)
     hyperparams, saved = manager.read_hyperparameters()
     hyperparams, *_ = manager._preprocess_hyperparams(hyperparams)
     return manager._preprocess_action_noise(hyperparams, saved, make_vec_env(env_id))
@@ -46,13 +48,11 @@ def comparable(key: str, value: Any) -> Any:
     return value
 
 
-@pytest.mark.parametrize(
-    "algo, env_id",
-    [("sac", "Pendulum-v1"), ("td3", "Pendulum-v1"), ("tqc", "Pendulum-v1"), ("sac", "LunarLanderContinuous-v3")],
-)
-def test_zoo_entries_parsed_as_rl_zoo3_does(algo, env_id, tmp_path):
-    expected = rl_zoo3_model_kwargs(algo, env_id, tmp_path)
-    ours, _ = common.preprocess_hyperparams(common.raw_hyperparams(algo, env_id), gym.make(env_id))
+@pytest.mark.parametrize("algo", ["wpo", "sac"])
+def test_speed_headline_settings_parsed_as_rl_zoo3_does(algo, tmp_path):
+    """speed.py builds its headline models (the Pendulum-v1 entries) without the zoo: the same model kwargs."""
+    expected = rl_zoo3_model_kwargs(algo, "Pendulum-v1", tmp_path)
+    ours, _ = common.preprocess_hyperparams(common.raw_hyperparams(algo, "Pendulum-v1"), gym.make("Pendulum-v1"))
     assert set(ours) == set(expected)
     for key in expected:
         assert comparable(key, ours[key]) == comparable(key, expected[key]), key
@@ -119,29 +119,110 @@ def test_bootstrap_interval_brackets_the_mean():
     assert high - low < 4 * values.std()
 
 
+# ---------------------------------------------------------------- returns.py / epsilon_sweep.py runs, through the zoo
+
+
+def returns_args(**kwargs: Any) -> argparse.Namespace:
+    args = dict(envs=["Pendulum-v1"], algos=["wpo"], seeds=["0"], steps=None, eval_freq=200, n_eval_episodes=1)
+    args.update(defaults=False, overrides={})
+    return argparse.Namespace(**{**args, **kwargs})
+
+
+def test_specs_name_the_config_each_run_reads():
+    """The zoo's own config, a temporary one with only the policy (--defaults), or one holding the entry of another
+    version of the task where the zoo's file has none (rl-zoo3 tunes HalfCheetah as -v4)."""
+    (wpo,) = returns.make_specs(returns_args(), done=set())
+    assert "config_entry" not in wpo and wpo["steps"] == 20_000 and wpo["train_keys"] == common.WPO_TRAIN_KEYS
+    (defaults,) = returns.make_specs(returns_args(algos=["sac"], defaults=True, steps=300), done=set())
+    assert defaults["config_entry"] == {"policy": "MlpPolicy", "n_timesteps": 300}
+    sac, wpo = returns.make_specs(returns_args(envs=["HalfCheetah-v5"], algos=["sac", "wpo"], steps=1000), done=set())
+    assert sac["hyperparams_from"] == "HalfCheetah-v4"
+    assert sac["config_entry"] == yaml.safe_load(common.zoo_file("sac").read_text())["HalfCheetah-v4"]
+    assert "config_entry" not in wpo  # wpo.yml has HalfCheetah-v5
+    assert returns.make_specs(returns_args(), done={("wpo", "Pendulum-v1", 0, 20_000)}) == []
+
+
+SEEN: list[Any] = []  # the RecorderSeen of the runs of a test
+
+
+class RecorderSeen(returns.EvalRecorder):
+    """returns.py's callback, keeping the model and the evaluation env's first observation for the test."""
+
+    def _on_training_start(self) -> None:
+        super()._on_training_start()
+        SEEN.append(self)
+        self.first_eval_obs = self.eval_env.reset()[0]
+        self.eval_env.seed(self.model.seed + returns.EVAL_SEED_OFFSET)  # as it was: the evaluations are unchanged
+
+
 @pytest.mark.slow
-def test_a_run_records_curve_and_wpo_statistics():
-    spec = dict(
-        name="wpo_test",
-        algo="wpo",
-        env_id="Pendulum-v1",
-        seed=0,
-        steps=600,
-        hyperparams=common.raw_hyperparams("wpo", "Pendulum-v1"),
-        overrides=dict(learning_starts=200, buffer_size=1000),
-        eval_freq=200,
-        n_eval_episodes=1,
-        train_keys=common.WPO_TRAIN_KEYS,
-        train_bin=200,
-    )
-    record = common.train_and_evaluate(spec)
+@pytest.mark.parametrize("algo, defaults", [("wpo", False), ("sac", False), ("sac", True)])
+def test_a_run_is_built_by_the_zoo_and_records_its_curve(algo, defaults, monkeypatch):
+    """A returns.py run (epsilon_sweep.py's too): the model the zoo built from the entry and the overrides, the
+    evaluation env seeded with seed + 10,000, the record with its curve, hyperparameters and WPO's statistics."""
+    monkeypatch.setattr(returns, "EvalRecorder", RecorderSeen)
+    SEEN.clear()
+    overrides = dict(learning_starts=200, buffer_size=1000) if algo == "wpo" else {}
+    args = returns_args(algos=[algo], seeds=["3"], steps=400, defaults=defaults, overrides=overrides)
+    (spec,) = returns.make_specs(args, done=set())
+    spec["train_bin"] = 200
+    record = returns.run(spec)
     th.set_num_threads(1)
-    assert record["error"] is None
-    assert [point["timesteps"] for point in record["curve"]] == [200, 400, 600]
+    (recorder,) = SEEN
+    model = recorder.model
+
+    assert record["error"] is None and (record["algo"], record["env_id"], record["seed"], record["steps"]) == (
+        algo,
+        "Pendulum-v1",
+        3,
+        400,
+    )
+    assert [point["timesteps"] for point in record["curve"]] == [200, 400]
+    assert set(record["curve"][0]) == {"timesteps", "train_wall_s", "train_cpu_s", "eval_mean", "eval_std"}
     assert record["final_return"] == record["curve"][-1]["eval_mean"] and math.isfinite(record["final_return"])
-    assert record["train_stats"] and set(common.WPO_TRAIN_KEYS) <= set(record["train_stats"][-1])
-    assert record["train_means"]["alpha_mean"] == pytest.approx(math.log1p(math.e**0) + 1e-8, rel=1e-4)
-    assert record["hyperparams"]["learning_starts"] == 200 and len(record["commit"]) >= 7
+    assert len(record["commit"]) >= 7 and record["started_utc"] and len(record["load_average_start"]) == 3
+    assert isinstance(record["sb3_wpo_uncommitted_changes"], bool)
+    assert model.num_timesteps == 400 and model.seed == 3
+
+    # the evaluation env: the zoo's, reseeded (the zoo seeds it with the run's seed)
+    assert np.allclose(recorder.first_eval_obs, gym.make("Pendulum-v1").reset(seed=3 + 10_000)[0])
+    assert not np.allclose(recorder.first_eval_obs, gym.make("Pendulum-v1").reset(seed=3)[0])
+
+    # the model got the entry (or the defaults) and the overrides; the record names them
+    if defaults:
+        assert record["hyperparams"] == {"n_timesteps": 400, "policy": "MlpPolicy"}
+        assert model.lr_schedule(1.0) == 3e-4 and model.learning_starts == 100  # SAC's constructor defaults
+    else:
+        entry = common.raw_hyperparams(algo, "Pendulum-v1")
+        assert record["hyperparams"] == common.hyperparams_for_json({**entry, **overrides})
+        assert model.lr_schedule(1.0) == entry["learning_rate"] == 1e-3  # SAC's default is 3e-4, WPO's too
+    if algo == "wpo":
+        assert (model.num_samples, model.n_steps, model.train_freq.frequency) == (8, 5, 2)
+        assert (model.learning_starts, model.replay_buffer.buffer_size) == (200, 1000)
+        assert record["train_stats"] and set(common.WPO_TRAIN_KEYS) <= set(record["train_stats"][-1])
+        assert record["train_means"]["alpha_mean"] == pytest.approx(math.log1p(math.e**0) + 1e-8, rel=1e-4)
+    else:
+        assert record["train_stats"] == [] and record["train_means"] == {}
+
+
+def test_a_run_shorter_than_the_entry_warm_up_records_its_clamp(monkeypatch):
+    """TD3's Pendulum entry collects 10,000 steps before learning: in a shorter run (--quick) the warm-up ends with
+    the run, as before the zoo built the runs, and the record says so."""
+    monkeypatch.setattr(returns, "EvalRecorder", RecorderSeen)
+    SEEN.clear()
+    (spec,) = returns.make_specs(returns_args(algos=["td3"], steps=200, overrides={"buffer_size": 500}), done=set())
+    record = returns.run(spec)
+    th.set_num_threads(1)
+    assert SEEN[0].model.learning_starts == 200 and record["hyperparams"]["learning_starts"] == 200
+    assert record["hyperparams"]["noise_type"] == "normal"  # the rest is the entry
+
+
+def test_committed_results_still_summarize():
+    """--report-only reads the committed records (made by the harness before the zoo built the runs)."""
+    records = common.read_jsonl(common.RESULTS / "returns" / "runs.jsonl")
+    assert records and returns.markdown_table(returns.summarize(records)).count("\n") > 2
+    sweep = epsilon_sweep.all_records(common.RESULTS / "epsilon_sweep", "Pendulum-v1", 20_000)
+    assert sweep and epsilon_sweep.markdown_tables(epsilon_sweep.summarize(sweep, threshold=-200.0))
 
 
 def test_gradient_variance_estimators_are_unbiased_and_wpo_is_reparameterization():
