@@ -558,8 +558,8 @@ class EndlessEpisodeGuard(BaseCallback):
 def check_finite_observation(observation: np.ndarray | dict[str, np.ndarray]) -> None:
     """Refuse to act on NaN or inf observations (an environment or wrapper bug): the policy would return NaN actions,
     and the environment would be stepped with them."""
-    arrays = observation.values() if isinstance(observation, dict) else [observation]
-    for key, array in zip(observation if isinstance(observation, dict) else [None], arrays, strict=True):
+    items = observation.items() if isinstance(observation, dict) else [(None, observation)]
+    for key, array in items:
         array = np.asarray(array)
         if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
             where = f"observation[{key!r}]" if key is not None else "observation"
