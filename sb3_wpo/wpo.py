@@ -27,6 +27,7 @@ from stable_baselines3.common.type_aliases import (
 from stable_baselines3.common.utils import get_parameters_by_name, polyak_update
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_wpo.allocator import keep_freed_memory
 from sb3_wpo.losses import MIN_LOG_ALPHA, wpo_loss
 from sb3_wpo.policies import Actor, CnnPolicy, Critic, MlpPolicy, MultiInputPolicy, WPOPolicy
 from sb3_wpo.safety import (
@@ -253,6 +254,9 @@ class WPO(OffPolicyAlgorithm):
             self.log_alpha_std.requires_grad_(True)
             self.dual_optimizer = th.optim.Adam([self.log_alpha_mean, self.log_alpha_std], lr=self.dual_learning_rate)
         self._divergence_guard = DivergenceGuard(self)
+        # The update's [N·B, hidden] activations: keep glibc from giving them back to the kernel after every update
+        if self.device.type == "cpu":
+            keep_freed_memory()
 
     def _create_aliases(self) -> None:
         self.actor = self.policy.actor

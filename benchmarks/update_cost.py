@@ -1,0 +1,279 @@
+"""What one WPO update costs against this CPU's matmul floor, the allocator's share of it, and the whole training process.
+
+Parts (one torch thread everywhere; variants interleaved across repeats; min and median reported):
+1. update: ``model.train()`` updates, batch 256, at Pendulum sizes (obs 3, act 1, with hyperparams/wpo.yml's
+   Pendulum-v1 entry: N=8, [256, 256] ReLU) and at HalfCheetah and humanoid sizes (17/6 and 67/21, with its
+   HalfCheetah-v5 entry, the reference's example: N=20, LayerNorm [256, 256, 256] ELU), on a random replay buffer.
+   Each variant runs in its own child process, because the allocator setting is process-wide:
+   ``glibc default`` (sb3_wpo.allocator switched off: the update as it was before it) and ``kept`` (as shipped).
+   The child also counts page faults per update and measures the single-thread matmul rate, so that an update's
+   matmul FLOPs (``speed.wpo_update_flops``) divided by that rate gives the fastest the update could run.
+2. process: the RL Zoo's training command on Pendulum-v1, whole process (start-up, 3,000 steps, saving):
+   ``python -m rl_zoo3.train --algo {wpo,sac} --env Pendulum-v1 -n 3000 --num-threads 1``, WPO with and without
+   the allocator setting.
+
+    python benchmarks/update_cost.py            # about 15 minutes on an idle 2-core machine
+    python benchmarks/update_cost.py --quick    # smoke test
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+import numpy as np
+
+SIZES = {  # name: (obs_dim, act_dim, wpo.yml entry)
+    "Pendulum (3/1)": (3, 1, "Pendulum-v1"),
+    "HalfCheetah (17/6)": (17, 6, "HalfCheetah-v5"),
+    "humanoid (67/21)": (67, 21, "HalfCheetah-v5"),
+}
+ALLOCATORS = ("glibc default", "kept")
+ZOO_VARIANTS = {  # name: (algo, allocator setting on)
+    "WPO": ("wpo", True),
+    "WPO, glibc default": ("wpo", False),
+    "SAC": ("sac", True),
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="child processes per variant (interleaved)")
+    parser.add_argument("--timings", type=int, default=3, help="timings per child process")
+    parser.add_argument("--updates", type=int, default=10, help="updates per timing")
+    parser.add_argument("--zoo-steps", type=int, default=3000)
+    parser.add_argument("--quick", action="store_true", help="smoke test: tiny budgets, results/update_cost_quick")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--child", nargs=2, metavar=("SIZE", "ALLOCATOR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.timings, args.updates, args.zoo_steps = 1, 1, 2, 300
+    args.out = args.out or common.RESULTS / ("update_cost_quick" if args.quick else "update_cost")
+    return args
+
+
+def switch_allocator(on: bool) -> None:
+    """Before WPO is built: ``on=False`` leaves glibc's allocator as it is (as before sb3_wpo.allocator existed)."""
+    import sb3_wpo.allocator
+
+    if not on:
+        sb3_wpo.allocator._applied = False
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Part 1: one update, in a child process
+# ----------------------------------------------------------------------------------------------------------------
+def random_env(obs_dim: int, act_dim: int) -> Any:
+    import gymnasium as gym
+
+    class RandomEnv(gym.Env):
+        observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        action_space = gym.spaces.Box(-1.0, 1.0, (act_dim,), np.float32)
+
+        def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+            super().reset(seed=seed)
+            return self.np_random.standard_normal(obs_dim).astype(np.float32), {}
+
+        def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+            obs = self.np_random.standard_normal(obs_dim).astype(np.float32)
+            return obs, float(self.np_random.standard_normal()), False, False, {}
+
+    return RandomEnv()
+
+
+def child_update(size: str, allocator: str, timings: int, updates: int) -> dict[str, Any]:
+    import speed
+    import torch as th
+
+    from sb3_wpo import WPO
+
+    th.set_num_threads(1)
+    switch_allocator(allocator == "kept")
+    obs_dim, act_dim, entry_id = SIZES[size]
+    env = random_env(obs_dim, act_dim)
+    kwargs, _ = common.preprocess_hyperparams(common.raw_hyperparams("wpo", entry_id), env)
+    kwargs.pop("policy")
+    kwargs["learning_starts"] = fill = 2000
+    model = WPO("MlpPolicy", env, seed=0, verbose=0, **kwargs)
+    model.learn(fill)
+    model.train(gradient_steps=10, batch_size=256)  # warm-up: the heap grows to its working size
+    walls, faults = [], []
+    for _ in range(timings):
+        faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        start = time.perf_counter()
+        model.train(gradient_steps=updates, batch_size=256)
+        walls.append((time.perf_counter() - start) / updates)
+        faults.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / updates)
+    hidden = model.policy.net_arch if isinstance(model.policy.net_arch, list) else model.policy.net_arch["qf"]
+    return {
+        "per_update_s": walls,
+        "page_faults_per_update": faults,
+        "flops": speed.wpo_update_flops(obs_dim, act_dim, hidden, model.num_samples, 256)["total"],
+        "matmul_gflops": speed.matmul_throughput(quick=False),
+        "num_samples": model.num_samples,
+        "hidden": hidden,
+    }
+
+
+def run_child(size: str, allocator: str, args: argparse.Namespace) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", size, allocator, "--timings", str(args.timings)]
+    output = subprocess.run([*command, "--updates", str(args.updates)], check=True, capture_output=True, text=True)
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def part_update(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {size: {a: [] for a in ALLOCATORS} for size in SIZES}
+    for repeat in range(args.repeats):
+        for size in SIZES:
+            order = ALLOCATORS if repeat % 2 == 0 else ALLOCATORS[::-1]
+            for allocator in order:
+                runs[size][allocator].append(run_child(size, allocator, args))
+                progress.update()
+    results = {}
+    for size, by_allocator in runs.items():
+        row: dict[str, Any] = {}
+        for allocator, children in by_allocator.items():
+            walls = [w for child in children for w in child["per_update_s"]]
+            faults = [f for child in children for f in child["page_faults_per_update"]]
+            rates = [max(r["gflops_best"] for r in child["matmul_gflops"].values()) for child in children]
+            row[allocator] = {
+                "wall_min": min(walls),
+                "wall_median": statistics.median(walls),
+                "wall_all": walls,
+                "page_faults_per_update_median": statistics.median(faults),
+                "matmul_gflops_best": max(rates),
+            }
+        flops, peak = children[0]["flops"], max(row[a]["matmul_gflops_best"] for a in ALLOCATORS)
+        floor = flops / (peak * 1e9)
+        row["flops_per_update"] = flops
+        row["matmul_floor_s"] = floor
+        row["num_samples"], row["hidden"] = children[0]["num_samples"], children[0]["hidden"]
+        row["speedup_kept_over_default"] = {
+            key: row["glibc default"][key] / row["kept"][key] for key in ("wall_min", "wall_median")
+        }
+        row["achieved_fraction_of_matmul_rate"] = {a: floor / row[a]["wall_median"] for a in ALLOCATORS}
+        row["max_speedup_left"] = row["kept"]["wall_median"] / floor
+        results[size] = row
+        before, after = row["glibc default"], row["kept"]
+        print(
+            f"  {size}: {before['wall_median'] * 1e3:.1f} → {after['wall_median'] * 1e3:.1f} ms/update "
+            f"({row['speedup_kept_over_default']['wall_median']:.2f}×), page faults "
+            f"{before['page_faults_per_update_median']:.0f} → {after['page_faults_per_update_median']:.0f}, "
+            f"matmul floor {floor * 1e3:.1f} ms ({flops / 1e9:.2f} GFLOP at {peak:.0f} GFLOP/s)"
+        )
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Part 2: the zoo's training process
+# ----------------------------------------------------------------------------------------------------------------
+def zoo_command(algo: str, allocator_on: bool, steps: int, folder: str) -> list[str]:
+    zoo_args = ["--algo", algo, "--env", "Pendulum-v1", "-n", str(steps), "--num-threads", "1", "--seed", "0", "-f", folder]
+    if allocator_on:
+        return [sys.executable, "-m", "rl_zoo3.train", *zoo_args]
+    code = (
+        f"import sys, runpy; sys.path.insert(0, {str(Path(__file__).parent)!r}); import update_cost; "
+        "update_cost.switch_allocator(False); "
+        f"sys.argv = ['rl_zoo3.train', *{zoo_args!r}]; runpy.run_module('rl_zoo3.train', run_name='__main__')"
+    )
+    return [sys.executable, "-c", code]
+
+
+def part_process(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
+    walls: dict[str, list[float]] = {name: [] for name in ZOO_VARIANTS}
+    cpus: dict[str, list[float]] = {name: [] for name in ZOO_VARIANTS}
+    names = list(ZOO_VARIANTS)
+    for repeat in range(args.repeats):
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            algo, allocator_on = ZOO_VARIANTS[name]
+            with tempfile.TemporaryDirectory() as folder:
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                start = time.perf_counter()
+                subprocess.run(zoo_command(algo, allocator_on, args.zoo_steps, folder), check=True, capture_output=True)
+                walls[name].append(time.perf_counter() - start)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpus[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+            progress.update()
+    results: dict[str, Any] = {
+        "command": " ".join(zoo_command("wpo", True, args.zoo_steps, "<tmp>")[1:]),
+        "per_process_s": {
+            name: {
+                "wall_min": min(walls[name]),
+                "wall_median": statistics.median(walls[name]),
+                "cpu_median": statistics.median(cpus[name]),
+                "wall_all": walls[name],
+            }
+            for name in names
+        },
+    }
+    times = results["per_process_s"]
+    results["ratio_over_SAC"] = {
+        name: {key: times[name][key] / times["SAC"][key] for key in ("wall_min", "wall_median", "cpu_median")}
+        for name in names
+        if name != "SAC"
+    }
+    for name, r in results["ratio_over_SAC"].items():
+        print(f"  zoo train Pendulum-v1, {name} / SAC: {r['wall_median']:.2f} (wall median), {r['cpu_median']:.2f} (CPU)")
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plot and main
+# ----------------------------------------------------------------------------------------------------------------
+def plot(results: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
+    sizes = list(results["update"])
+    bars = {
+        "glibc default (before)": [results["update"][s]["glibc default"]["wall_median"] * 1e3 for s in sizes],
+        "kept (shipped)": [results["update"][s]["kept"]["wall_median"] * 1e3 for s in sizes],
+        "matmul floor (FLOPs / measured rate)": [results["update"][s]["matmul_floor_s"] * 1e3 for s in sizes],
+    }
+    x = np.arange(len(sizes))
+    for i, (label, values) in enumerate(bars.items()):
+        left.bar(x + i * 0.27, values, 0.27, label=label)
+    left.set_xticks(x + 0.27, [f"{s}\nN={results['update'][s]['num_samples']}" for s in sizes])
+    left.set_ylabel("ms per update (median)")
+    left.set_title("one WPO update, batch 256, one thread", fontsize=10)
+    left.legend(fontsize=8)
+    left.grid(axis="y", alpha=0.3)
+    process = results["process"]["per_process_s"]
+    right.bar(list(process), [v["wall_median"] for v in process.values()], color=["C1", "C0", "C2"])
+    right.scatter(list(process), [v["wall_min"] for v in process.values()], color="k", s=10, zorder=3)
+    right.set_ylabel("seconds (bar: median, dot: min)")
+    right.set_title(f"whole process: python -m rl_zoo3.train --env Pendulum-v1 -n {results['args']['zoo_steps']}", fontsize=10)
+    right.grid(axis="y", alpha=0.3)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    common.save_figure(fig, path, meta)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        print(json.dumps(child_update(*args.child, args.timings, args.updates)))
+        return
+    from tqdm import tqdm
+
+    meta = common.provenance()
+    results: dict[str, Any] = {"meta": meta, "load_before": common.load_average(), "args": vars(args) | {"out": str(args.out)}}
+    with tqdm(total=args.repeats * (len(SIZES) * len(ALLOCATORS) + len(ZOO_VARIANTS)), desc="processes") as progress:
+        results["update"] = part_update(args, progress)
+        results["process"] = part_process(args, progress)
+    results["load_after"] = common.load_average()
+    common.write_json(args.out / "update_cost.json", results)
+    plot(results, args.out / "update_cost.png", meta)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
