@@ -1,8 +1,8 @@
 """Write benchmarks/README.md (the results page) from the committed result files.
 
-Every number in the tables comes from benchmarks/results/{speed/speed.json, returns/summary.json,
-epsilon_sweep/summary.json, gradient_variance/results.json}; the prose notes are in benchmarks/notes/*.md (written
-by hand after reading the results) and are pasted in as they are.
+Every number in the tables comes from benchmarks/results/{speed/speed.json, update_cost/update_cost.json,
+returns/summary.json, epsilon_sweep/summary.json, gradient_variance/results.json, campaign/summary.json}; the prose
+notes are in benchmarks/notes/*.md (written by hand after reading the results) and are pasted in as they are.
 
     python benchmarks/make_report.py
 """
@@ -77,8 +77,8 @@ def speed_section(speed: dict[str, Any] | None) -> list[str]:
     out += [
         f"Run: {machine_line(speed['meta'])}.",
         f"Load average (1, 5, 15 min) before: {speed['load_before']}, after: {speed['load_after']} "
-        "(other engineers' jobs shared the 2 cores; wall-clock numbers are inflated by that contention, "
-        "process CPU times are given beside them and are less affected).",
+        "(what else ran is in the notes below; process CPU times are given beside wall-clock, contention affects them "
+        "less).",
         f"Settings: {json.dumps({k: v for k, v in speed['args'].items() if k not in ('out',)})}.",
         "",
         "### Headline: shipped Pendulum-v1 settings, learn() per environment step",
@@ -202,6 +202,47 @@ def speed_section(speed: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def update_cost_section(cost: dict[str, Any] | None) -> list[str]:
+    out = ["## 1b. One update against the matmul floor, and the allocator (`benchmarks/update_cost.py`)", ""]
+    if cost is None:
+        return [*out, "Not run yet: `python benchmarks/update_cost.py`.", ""]
+    args = cost["args"]
+    out += [
+        f"Run: {machine_line(cost['meta'])}.",
+        f"Load average before: {cost['load_before']}, after: {cost['load_after']}. {args['repeats']} child processes "
+        f"per variant (interleaved), {args['timings']} timings of {args['updates']} updates each.",
+        "",
+        "| sizes (obs/act) | N | hidden | glibc default: ms/update (min / median) | kept: ms/update (min / median) "
+        "| speed-up (median) | page faults per update (default → kept) | matmul GFLOP | matmul floor (ms) "
+        "| kept ÷ floor |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size, r in cost["update"].items():
+        before, after = r["glibc default"], r["kept"]
+        out.append(
+            f"| {size} | {r['num_samples']} | {r['hidden']} | {ms(before['wall_min'])} / {ms(before['wall_median'])} "
+            f"| {ms(after['wall_min'])} / {ms(after['wall_median'])} | {r['speedup_kept_over_default']['wall_median']:.2f}× "
+            f"| {before['page_faults_per_update_median']:.0f} → {after['page_faults_per_update_median']:.0f} "
+            f"| {r['flops_per_update'] / 1e9:.2f} | {ms(r['matmul_floor_s'])} | {r['max_speedup_left']:.2f} |"
+        )
+    process = cost["process"]
+    out += [
+        "",
+        f"Whole process, `python {process['command']}` (seconds, {args['repeats']} interleaved repeats):",
+        "",
+        "| | wall min | wall median | CPU median | ÷ SAC (wall median) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, t in process["per_process_s"].items():
+        r = process["ratio_over_SAC"].get(name)
+        out.append(
+            f"| {name} | {t['wall_min']:.1f} | {t['wall_median']:.1f} | {t['cpu_median']:.1f} "
+            f"| {'' if r is None else format(r['wall_median'], '.2f')} |"
+        )
+    out += ["", note("update_cost"), "![update cost](results/update_cost/update_cost.png)", ""]
+    return out
+
+
 def returns_section(summary: dict[str, Any] | None) -> list[str]:
     out = ["## 2. Returns (`benchmarks/returns.py`)", ""]
     if summary is None:
@@ -298,6 +339,7 @@ def campaign_section(summary: dict[str, Any] | None) -> list[str]:
 
 def main() -> None:
     speed = load(RES / "speed" / "speed.json")
+    cost = load(RES / "update_cost" / "update_cost.json")
     returns = load(RES / "returns" / "summary.json")
     sweep = load(RES / "epsilon_sweep" / "summary.json")
     variance = load(RES / "gradient_variance" / "results.json")
@@ -309,6 +351,7 @@ def main() -> None:
         "",
         note("intro"),
         *speed_section(speed),
+        *update_cost_section(cost),
         *returns_section(returns),
         *sweep_section(sweep),
         *variance_section(variance),
