@@ -14,6 +14,7 @@ Parts (one torch thread everywhere; variants interleaved across repeats; min and
 
     python benchmarks/update_cost.py            # about 15 minutes on an idle 2-core machine
     python benchmarks/update_cost.py --quick    # smoke test
+    python benchmarks/update_cost.py --plot-only  # redraw the figure from results/update_cost/update_cost.json
 """
 
 import argparse
@@ -53,6 +54,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--zoo-steps", type=int, default=3000)
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny budgets, results/update_cost_quick")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--plot-only", action="store_true", help="redraw the figure from the results file")
     parser.add_argument("--child", nargs=2, metavar=("SIZE", "ALLOCATOR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
@@ -245,7 +247,7 @@ def plot(results: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
     left.set_xticks(x + 0.27, [f"{s}\nN={results['update'][s]['num_samples']}" for s in sizes])
     left.set_ylabel("ms per update (median)")
     left.set_title("one WPO update, batch 256, one thread", fontsize=10)
-    left.legend(fontsize=8)
+    left.legend(fontsize=8, loc="upper left")
     left.grid(axis="y", alpha=0.3)
     process = results["process"]["per_process_s"]
     right.bar(list(process), [v["wall_median"] for v in process.values()], color=["C1", "C0", "C2"])
@@ -261,6 +263,10 @@ def main() -> None:
     args = parse_args()
     if args.child:
         print(json.dumps(child_update(*args.child, args.timings, args.updates)))
+        return
+    if args.plot_only:
+        results = json.loads((args.out / "update_cost.json").read_text())
+        plot(results, args.out / "update_cost.png", results["meta"])
         return
     from tqdm import tqdm
 
