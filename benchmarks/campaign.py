@@ -141,6 +141,10 @@ class CampaignCallback(BaseCallback):
             "eval_std": float(np.std(returns)),
             "eval_ep_length": float(np.mean(lengths)),
         }
+        # The statistics of the last train() call (WPO: policy std, KL, Q, ∇a Q; SAC: entropy coefficient, losses),
+        # to tell why a run stalls
+        logged = self.model.logger.name_to_value
+        point.update({key.removeprefix("train/"): float(v) for key, v in logged.items() if key.startswith("train/")})
         self.state["curve"].append(point)
         print(f"{self.run_dir.name}: {self.num_timesteps} steps, eval {point['eval_mean']:.1f}", flush=True)
         self._restart_clock()

@@ -300,6 +300,19 @@ def test_campaign_run_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch: p
     assert not (run_dir / "checkpoint" / "replay_buffer.pkl").exists(), "a finished run drops its buffer"
 
 
+def test_campaign_curve_records_the_training_statistics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Each evaluation point carries the last train() call's statistics, to tell why a run stalls."""
+    import campaign
+
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
+    campaign.run("wpo", "Pendulum-v1", 0, 1200, eval_freq=600, n_eval_episodes=1, save_freq=600)  # learning_starts 1000
+    (record,) = common.read_jsonl(tmp_path / "out" / "runs.jsonl")
+    before_updates, after_updates = record["curve"]
+    assert "pi_std_min" not in before_updates
+    assert after_updates["pi_std_min"] > 0 and np.isfinite(after_updates["q_mean"]) and after_updates["n_updates"] > 0
+
+
 def test_campaign_checkpoint_survives_a_kill_between_renames(tmp_path: Path):
     import campaign
 
