@@ -12,6 +12,7 @@ own ``--trained-agent`` loading. A finished run appends its record to ``results/
     python benchmarks/campaign.py queue --processes 2    # the planned runs in order, skipping finished ones
     python benchmarks/campaign.py status                 # finished, in-progress (checkpointed) and pending runs
     python benchmarks/campaign.py snapshot               # curves of unfinished runs so far -> in_progress.json
+    python benchmarks/campaign.py diagnose               # unfinished WPO runs' policy and critic -> diagnostics.json
     python benchmarks/campaign.py report                 # tables (finished runs) and figures (all) from both files
 """
 
@@ -298,6 +299,56 @@ def snapshot() -> None:
     print(f"{len(partial)} runs in progress written to {OUT / 'in_progress.json'}")
 
 
+def diagnose(batch_size: int = 1024) -> None:
+    """The policy and critic of each unfinished WPO run at its last checkpoint, on ``batch_size`` replay states (seeded):
+    the policy std, how far the means sit towards the action bounds, how many sampled actions the critic sees clipped
+    (their ∇a Q is 0), the size of ∇a Q and the rewards in the buffer, to tell why a run stalls."""
+    import pickle
+
+    import torch as th
+
+    from sb3_wpo import WPO
+
+    th.set_num_threads(1)
+    done, diagnostics = finished(), []
+    for algo, env_id, seed, steps in planned_runs():
+        name = run_name(algo, env_id, seed, steps)
+        checkpoint = latest_checkpoint(RUNS / name)
+        if algo != "wpo" or name in done or checkpoint is None:
+            continue
+        model = WPO.load(checkpoint / "model.zip", device="cpu")
+        with (checkpoint / "replay_buffer.pkl").open("rb") as file:
+            buffer = pickle.load(file)
+        np.random.seed(0)
+        th.manual_seed(0)
+        data = buffer.sample(batch_size)
+        with th.no_grad():
+            mean, std = model.actor.distribution_params(data.observations)
+        actions = model._sample_actions(mean, std).requires_grad_(True)
+        q_values = model.critic(data.observations, actions.clamp(-1.0, 1.0)).mean(dim=-1)
+        (q_grads,) = th.autograd.grad(q_values.sum(), actions)
+        rewards = buffer.rewards[: buffer.size()]
+        entry = {
+            "name": name,
+            "timesteps": model.num_timesteps,
+            "n_updates": model._n_updates,
+            "pi_mean_abs": float(mean.abs().mean()),
+            "pi_std_quantiles_5_50_95": [float(q) for q in th.quantile(std.flatten(), th.tensor([0.05, 0.5, 0.95]))],
+            "sampled_actions_clipped": float((actions.abs() > 1.0).float().mean()),
+            "q_mean": float(q_values.detach().mean()),
+            "q_std": float(q_values.detach().std()),
+            "dq_da_norm_mean": float(q_grads.norm(dim=-1).mean()),
+            "buffer_reward_mean": float(rewards.mean()),
+            "buffer_reward_max": float(rewards.max()),
+            "alpha_mean": float(th.nn.functional.softplus(model.log_alpha_mean).mean()),
+            "alpha_std": float(th.nn.functional.softplus(model.log_alpha_std).mean()),
+        }
+        diagnostics.append(entry)
+        print(json.dumps(entry))
+    common.write_json(OUT / "diagnostics.json", {"runs": diagnostics, "batch_size": batch_size, "meta": common.provenance()})
+    print(f"{len(diagnostics)} runs diagnosed, written to {OUT / 'diagnostics.json'}")
+
+
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for record in records:
@@ -370,7 +421,7 @@ def report() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("run", "queue", "status", "snapshot", "report"))
+    parser.add_argument("command", choices=("run", "queue", "status", "snapshot", "diagnose", "report"))
     parser.add_argument("--algo", choices=tuple(CONFIGS))
     parser.add_argument("--env", help="environment id, e.g. dm_control/humanoid-stand-v0")
     parser.add_argument("--seed", type=int, default=0)
@@ -393,6 +444,8 @@ def main() -> None:
         status()
     elif args.command == "snapshot":
         snapshot()
+    elif args.command == "diagnose":
+        diagnose()
     else:
         report()
 

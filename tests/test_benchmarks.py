@@ -3,6 +3,7 @@ the zoo entries (plus overrides) and evaluated on a separately seeded env, sweep
 rates and KL ratios counted right, a run record complete."""
 
 import argparse
+import json
 import math
 import pickle
 import sys
@@ -311,6 +312,29 @@ def test_campaign_curve_records_the_training_statistics(tmp_path: Path, monkeypa
     before_updates, after_updates = record["curve"]
     assert "pi_std_min" not in before_updates
     assert after_updates["pi_std_min"] > 0 and np.isfinite(after_updates["q_mean"]) and after_updates["n_updates"] > 0
+
+
+def test_campaign_diagnoses_an_unfinished_wpo_run_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import campaign
+
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
+    monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 400)])
+    original = campaign.CampaignCallback._on_step
+
+    def killed_after_a_checkpoint(self: Any) -> bool:
+        if self.num_timesteps == 300:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(campaign.CampaignCallback, "_on_step", killed_after_a_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        campaign.run("wpo", "Pendulum-v1", 0, 400, eval_freq=100, n_eval_episodes=1, save_freq=200)
+    campaign.diagnose(batch_size=64)
+    (entry,) = json.loads((tmp_path / "out" / "diagnostics.json").read_text())["runs"]
+    assert entry["name"] == campaign.run_name("wpo", "Pendulum-v1", 0, 400) and entry["timesteps"] == 200
+    assert entry["pi_std_quantiles_5_50_95"][1] == pytest.approx(0.5, abs=0.01)  # the initial std: no update yet
+    assert 0.0 <= entry["sampled_actions_clipped"] <= 1.0 and entry["alpha_std"] == pytest.approx(1e4)
 
 
 def test_campaign_checkpoint_survives_a_kill_between_renames(tmp_path: Path):
