@@ -239,6 +239,27 @@ def update_cost_section(cost: dict[str, Any] | None) -> list[str]:
             f"| {name} | {t['wall_min']:.1f} | {t['wall_median']:.1f} | {t['cpu_median']:.1f} "
             f"| {'' if r is None else format(r['wall_median'], '.2f')} |"
         )
+    compiled = cost.get("compiled")
+    if compiled:
+        out += [
+            "",
+            "The N·B-row core of the update, eager vs `torch.compile` (ms per call, medians; ∇a Q compiled through "
+            "`torch.func.grad_and_value`):",
+            "",
+            "| sizes | computation | eager | compiled | speed-up | largest difference | compile (s) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for size, row in compiled.items():
+            for name, r in row.items():
+                if not isinstance(r, dict):
+                    continue
+                if "error" in r:
+                    out.append(f"| {size} | {name} | | | failed: `{r['error']}` | | |")
+                    continue
+                out.append(
+                    f"| {size} | {name} | {ms(r['eager_wall_median'])} | {ms(r['compiled_wall_median'])} "
+                    f"| {r['speedup_median']:.2f}× | {r['max_abs_difference']:.1e} | {r['compile_s']:.0f} |"
+                )
     out += ["", note("update_cost"), "![update cost](results/update_cost/update_cost.png)", ""]
     return out
 

@@ -11,6 +11,10 @@ Parts (one torch thread everywhere; variants interleaved across repeats; min and
 2. process: the RL Zoo's training command on Pendulum-v1, whole process (start-up, 3,000 steps, saving):
    ``python -m rl_zoo3.train --algo {wpo,sac} --env Pendulum-v1 -n 3000 --num-threads 1``, WPO with and without
    the allocator setting.
+3. compiled: the N·B-row core of the update, the critic's Q and ∇a Q at N sampled actions per state (forward and
+   input-gradient backward) and the target critic's forward, eager against ``torch.compile`` (inductor; ∇a Q through
+   ``torch.func.grad_and_value``, so that the graph has no ``autograd.grad`` break), at the three sizes, with the
+   largest difference of the results and the compile time.
 
     python benchmarks/update_cost.py            # about 15 minutes on an idle 2-core machine
     python benchmarks/update_cost.py --quick    # smoke test
@@ -229,6 +233,98 @@ def part_process(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Part 3: the N·B-row core, eager vs torch.compile
+# ----------------------------------------------------------------------------------------------------------------
+def part_compiled(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
+    import torch as th
+
+    from sb3_wpo.allocator import keep_freed_memory
+
+    th.set_num_threads(1)
+    keep_freed_memory()
+    results = {}
+    for size in SIZES:
+        results[size] = compare_compiled(size, args)
+        progress.update()
+    return results
+
+
+def compare_compiled(size: str, args: argparse.Namespace) -> dict[str, Any]:
+    import torch as th
+    from torch.func import functional_call, grad_and_value
+
+    from sb3_wpo import WPO
+
+    obs_dim, act_dim, entry_id = SIZES[size]
+    env = random_env(obs_dim, act_dim)
+    kwargs, _ = common.preprocess_hyperparams(common.raw_hyperparams("wpo", entry_id), env)
+    kwargs.pop("policy")
+    model = WPO("MlpPolicy", env, seed=0, verbose=0, **kwargs)
+    critic, critic_target = model.critic, model.critic_target
+    obs = th.randn(256, obs_dim)
+    with th.no_grad():
+        actions = model._sample_actions(*model.actor.distribution_params(obs)).clamp(-1.0, 1.0)  # [N, B, D]
+    state = {**dict(critic.named_parameters()), **dict(critic.named_buffers())}
+
+    def eager_dq(obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        actions = actions.detach().requires_grad_(True)
+        q_values = critic(obs, actions).mean(dim=-1)
+        (q_grads,) = th.autograd.grad(q_values.sum(), actions)
+        return q_values.detach(), q_grads
+
+    def q_sum(actions: th.Tensor, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        q_values = functional_call(critic, state, (obs, actions)).mean(dim=-1)
+        return q_values.sum(), q_values
+
+    def functional_dq(obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        q_grads, (_, q_values) = grad_and_value(q_sum, has_aux=True)(actions, obs)
+        return q_values, q_grads
+
+    def target_q(obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        with th.no_grad():
+            return critic_target(obs, actions)
+
+    row: dict[str, Any] = {"num_samples": model.num_samples}
+    for name, eager, compiled_fn in (
+        ("Q and ∇a Q (online critic)", eager_dq, functional_dq),
+        ("Q (target critic, no grad)", target_q, target_q),
+    ):
+        start = time.perf_counter()
+        try:
+            compiled = th.compile(compiled_fn, dynamic=False)
+            compiled_out, eager_out = compiled(obs, actions), eager(obs, actions)
+        except Exception as error:  # a missing C++ compiler, an unsupported op: recorded, not fatal
+            row[name] = {"error": repr(error)[:300]}
+            continue
+        compile_s = time.perf_counter() - start
+        pairs = zip(
+            compiled_out if isinstance(compiled_out, tuple) else (compiled_out,),
+            eager_out if isinstance(eager_out, tuple) else (eager_out,),
+            strict=True,
+        )
+        walls: dict[str, list[float]] = {"eager": [], "compiled": []}
+        for repeat in range(args.repeats * args.timings):
+            for variant, fn in (("eager", eager), ("compiled", compiled))[:: 1 if repeat % 2 == 0 else -1]:
+                start = time.perf_counter()
+                for _ in range(args.updates):
+                    fn(obs, actions)
+                walls[variant].append((time.perf_counter() - start) / args.updates)
+        row[name] = {
+            "compile_s": compile_s,
+            "max_abs_difference": max(float((a - b).abs().max()) for a, b in pairs),
+            **{f"{variant}_wall_median": statistics.median(values) for variant, values in walls.items()},
+            **{f"{variant}_wall_min": min(values) for variant, values in walls.items()},
+        }
+        row[name]["speedup_median"] = row[name]["eager_wall_median"] / row[name]["compiled_wall_median"]
+        print(
+            f"  {size}, {name}: eager {row[name]['eager_wall_median'] * 1e3:.2f} ms, compiled "
+            f"{row[name]['compiled_wall_median'] * 1e3:.2f} ms ({row[name]['speedup_median']:.2f}×), "
+            f"max difference {row[name]['max_abs_difference']:.1e}, compile {compile_s:.0f} s"
+        )
+    return row
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Plot and main
 # ----------------------------------------------------------------------------------------------------------------
 def plot(results: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
@@ -272,9 +368,11 @@ def main() -> None:
 
     meta = common.provenance()
     results: dict[str, Any] = {"meta": meta, "load_before": common.load_average(), "args": vars(args) | {"out": str(args.out)}}
-    with tqdm(total=args.repeats * (len(SIZES) * len(ALLOCATORS) + len(ZOO_VARIANTS)), desc="processes") as progress:
+    total = args.repeats * (len(SIZES) * len(ALLOCATORS) + len(ZOO_VARIANTS)) + len(SIZES)
+    with tqdm(total=total, desc="parts") as progress:
         results["update"] = part_update(args, progress)
         results["process"] = part_process(args, progress)
+        results["compiled"] = part_compiled(args, progress)
     results["load_after"] = common.load_average()
     common.write_json(args.out / "update_cost.json", results)
     plot(results, args.out / "update_cost.png", meta)
