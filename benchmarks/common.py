@@ -238,8 +238,8 @@ def raw_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
 
 def preprocess_hyperparams(hyperparams: dict[str, Any], env: gym.Env) -> tuple[dict[str, Any], dict[str, Any]]:
     """Model kwargs from a zoo entry, as rl_zoo3's ExperimentManager builds them (schedules, policy_kwargs strings,
-    action noise). Returns (model kwargs, entries that are not model kwargs). Only speed.py's headline models
-    (built without the zoo) use it; the training runs of returns.py and epsilon_sweep.py are built by the zoo."""
+    action noise). Returns (model kwargs, entries that are not model kwargs). Only the timed models of speed.py
+    (headline) and update_cost.py (built without the zoo) use it; training runs are built by the zoo."""
     from rl_zoo3.utils import linear_schedule
 
     hyperparams = dict(hyperparams)
