@@ -375,6 +375,21 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def gradient_updates(algo: str, env_id: str, timesteps: list[int], hyperparams: dict[str, Any] | None = None) -> list[float]:
+    """Gradient updates made by ``timesteps`` environment steps: gradient_steps / train_freq per step after
+    learning_starts, from the run's hyperparameters (a finished run's record) or else its config file."""
+    if hyperparams is None:
+        import yaml
+
+        with Path(CONFIGS[algo] or common.zoo_file(algo)).open() as file:
+            hyperparams = yaml.safe_load(file)[env_id]
+    defaults = {"wpo": (100, 1, 1), "sac": (100, 1, 1)}[algo]  # learning_starts, train_freq, gradient_steps
+    start = int(float(hyperparams.get("learning_starts", defaults[0])))
+    train_freq = int(float(hyperparams.get("train_freq") or defaults[1]))
+    per_step = int(float(hyperparams.get("gradient_steps", defaults[2]))) / train_freq
+    return [max(0, t - start) * per_step for t in timesteps]
+
+
 def report() -> None:
     import matplotlib.pyplot as plt
 
@@ -398,24 +413,30 @@ def report() -> None:
     (OUT / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     for env_id in sorted({r["env_id"] for r in records + in_progress}):
-        fig, ax = plt.subplots(figsize=(8, 5.2))
+        # Left: against environment steps (the budget); right: against gradient updates (WPO makes 0.25 per step here)
+        fig, (by_steps, by_updates) = plt.subplots(1, 2, figsize=(15, 5.2), sharey=True)
         for algo in ("wpo", "sac"):
             for runs, style, state in ((records, "-", "finished"), (in_progress, "--", "in progress")):
                 runs = [r for r in runs if r["env_id"] == env_id and r["algo"] == algo and r["curve"]]
                 for index, r in enumerate(runs):
                     steps = [p["timesteps"] for p in r["curve"]]
                     values = [p["eval_mean"] for p in r["curve"]]
+                    updates = gradient_updates(algo, env_id, steps, r.get("hyperparams"))
                     label = f"{algo.upper()} ({len(runs)} seeds, {state})" if index == 0 else None
-                    ax.plot(steps, values, style, color=COLORS[algo], alpha=0.8, lw=1.2, label=label)
+                    by_steps.plot(steps, values, style, color=COLORS[algo], alpha=0.8, lw=1.2, label=label)
+                    by_updates.plot(updates, values, style, color=COLORS[algo], alpha=0.8, lw=1.2, label=label)
         if env_id in ANCHORS:
             text, value = ANCHORS[env_id]
-            ax.axhline(value, color="0.4", ls=":", lw=1, label=text)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("deterministic eval return (10 episodes)")
-        ax.set_title(f"{env_id}: one line per seed (dashed: run still in progress)")
-        ax.legend(loc="upper left")
-        ax.grid(alpha=0.3)
-        fig.subplots_adjust(bottom=0.17)
+            by_steps.axhline(value, color="0.4", ls=":", lw=1, label=text)
+        by_steps.set_xlabel("environment steps")
+        by_updates.set_xlabel("gradient updates")
+        by_steps.set_ylabel("deterministic eval return (10 episodes)")
+        by_steps.set_title(f"{env_id}: one line per seed (dashed: run still in progress)", fontsize=10)
+        by_updates.set_title("the same evaluations against the updates made so far", fontsize=10)
+        for ax in (by_steps, by_updates):
+            ax.legend(loc="upper left", fontsize=8)
+            ax.grid(alpha=0.3)
+        fig.subplots_adjust(bottom=0.17, left=0.06, right=0.98, wspace=0.08)
         common.save_figure(fig, OUT / f"curves_{env_id.replace('/', '-')}.png", meta)
 
 

@@ -337,6 +337,16 @@ def test_campaign_diagnoses_an_unfinished_wpo_run_from_its_checkpoint(tmp_path: 
     assert 0.0 <= entry["sampled_actions_clipped"] <= 1.0 and entry["alpha_std"] == pytest.approx(1e4)
 
 
+def test_campaign_counts_the_gradient_updates_of_each_config():
+    import campaign
+
+    humanoid = "dm_control/humanoid-stand-v0"
+    assert campaign.gradient_updates("wpo", humanoid, [5_000, 10_000, 50_000]) == [0, 0, 10_000]  # 0.25 per step
+    assert campaign.gradient_updates("sac", humanoid, [50_000]) == [40_000]  # one per step after the warm-up
+    recorded = {"learning_starts": 100, "train_freq": 2, "gradient_steps": 4}
+    assert campaign.gradient_updates("wpo", humanoid, [1_100], recorded) == [2_000]
+
+
 def test_campaign_checkpoint_survives_a_kill_between_renames(tmp_path: Path):
     import campaign
 
