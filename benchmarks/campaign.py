@@ -36,7 +36,13 @@ from stable_baselines3.common.evaluation import evaluate_policy
 OUT = Path(os.environ.get("SB3_WPO_CAMPAIGN_OUT", common.RESULTS / "campaign"))  # env var: for smoke tests
 RUNS = Path(os.environ.get("SB3_WPO_RUNS", "~/.cache/sb3-wpo-runs")).expanduser() / "campaign"
 CONFIGS = {"wpo": None, "sac": str(common.ROOT / "benchmarks" / "hyperparams" / "sac.yml")}  # None: the zoo's default
-COLORS = {"wpo": "tab:red", "sac": "tab:blue"}
+# What a run's ``algo`` label runs: the zoo's algorithm and values replacing its config entry's (as ``-params`` does).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "wpo": ("wpo", {}),
+    "sac": ("sac", {}),
+    "wpo-utd1": ("wpo", {"train_freq": 1}),  # one update per step, as SAC: WPO and SAC at equal updates
+}
+COLORS = {"wpo": "tab:red", "sac": "tab:blue", "wpo-utd1": "tab:orange"}
 
 # The issue's order: the paper's humanoid claim first, then the rest. (env, steps); seeds: WPO 0-2, SAC 0-1.
 TASKS = [
@@ -49,6 +55,10 @@ TASKS = [
     ("Walker2d-v5", 300_000),
 ]
 SEEDS = {"wpo": (0, 1, 2), "sac": (0, 1)}
+# Runs beyond the issue's plan, queued right after their task's planned runs. WPO at one update per step on
+# humanoid-stand: the reference's 0.25 give it 122.5k updates by 500k steps, fewer than SAC needed to take off
+# (≈ 150k); 300k steps give it 290k.
+PROBES = [("wpo-utd1", "dm_control/humanoid-stand-v0", 0, 300_000)]
 
 # Published anchors (not run here), drawn beside the curves. TD-MPC2's SAC (results/sac/*.csv of
 # nicklashansen/tdmpc2, 3 seeds, mean at 500k steps); rl-baselines3-zoo benchmark.md SAC (1M steps, v3 envs).
@@ -72,6 +82,7 @@ def planned_runs() -> list[tuple[str, str, int, int]]:
     for env_id, steps in TASKS:
         for index in range(max(len(seeds) for seeds in SEEDS.values())):
             runs += [(algo, env_id, SEEDS[algo][index], steps) for algo in ("wpo", "sac") if index < len(SEEDS[algo])]
+        runs += [probe for probe in PROBES if probe[1] == env_id]
     return runs
 
 
@@ -171,7 +182,9 @@ class CampaignCallback(BaseCallback):
 
 def make_experiment(algo: str, env_id: str, seed: int, steps: int, log_folder: Path, trained_agent: str = "") -> Any:
     """The zoo's ExperimentManager as ``rl_zoo3.train`` builds it, with the campaign's config of ``algo``."""
-    return common.zoo_experiment(algo, env_id, seed, steps, log_folder, config=CONFIGS[algo], trained_agent=trained_agent)
+    zoo_algo, overrides = VARIANTS[algo]
+    config, hyperparams = CONFIGS[zoo_algo], overrides or None
+    return common.zoo_experiment(zoo_algo, env_id, seed, steps, log_folder, config, hyperparams, trained_agent)
 
 
 def mark_episode_cut(model: Any) -> None:
@@ -314,7 +327,7 @@ def diagnose(batch_size: int = 1024) -> None:
     for algo, env_id, seed, steps in planned_runs():
         name = run_name(algo, env_id, seed, steps)
         checkpoint = latest_checkpoint(RUNS / name)
-        if algo != "wpo" or name in done or checkpoint is None:
+        if VARIANTS[algo][0] != "wpo" or name in done or checkpoint is None:
             continue
         model = WPO.load(checkpoint / "model.zip", device="cpu")
         with (checkpoint / "replay_buffer.pkl").open("rb") as file:
@@ -378,12 +391,13 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def gradient_updates(algo: str, env_id: str, timesteps: list[int], hyperparams: dict[str, Any] | None = None) -> list[float]:
     """Gradient updates made by ``timesteps`` environment steps: gradient_steps / train_freq per step after
     learning_starts, from the run's hyperparameters (a finished run's record) or else its config file."""
+    zoo_algo, overrides = VARIANTS[algo]
     if hyperparams is None:
         import yaml
 
-        with Path(CONFIGS[algo] or common.zoo_file(algo)).open() as file:
-            hyperparams = yaml.safe_load(file)[env_id]
-    defaults = {"wpo": (100, 1, 1), "sac": (100, 1, 1)}[algo]  # learning_starts, train_freq, gradient_steps
+        with Path(CONFIGS[zoo_algo] or common.zoo_file(zoo_algo)).open() as file:
+            hyperparams = {**yaml.safe_load(file)[env_id], **overrides}
+    defaults = (100, 1, 1)  # learning_starts, train_freq, gradient_steps: the defaults of WPO and SAC
     start = int(float(hyperparams.get("learning_starts", defaults[0])))
     train_freq = int(float(hyperparams.get("train_freq") or defaults[1]))
     per_step = int(float(hyperparams.get("gradient_steps", defaults[2]))) / train_freq
@@ -415,7 +429,7 @@ def report() -> None:
     for env_id in sorted({r["env_id"] for r in records + in_progress}):
         # Left: against environment steps (the budget); right: against gradient updates (WPO makes 0.25 per step here)
         fig, (by_steps, by_updates) = plt.subplots(1, 2, figsize=(15, 5.2), sharey=True)
-        for algo in ("wpo", "sac"):
+        for algo in VARIANTS:
             for runs, style, state in ((records, "-", "finished"), (in_progress, "--", "in progress")):
                 runs = [r for r in runs if r["env_id"] == env_id and r["algo"] == algo and r["curve"]]
                 for index, r in enumerate(runs):
@@ -443,7 +457,7 @@ def report() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("run", "queue", "status", "snapshot", "diagnose", "report"))
-    parser.add_argument("--algo", choices=tuple(CONFIGS))
+    parser.add_argument("--algo", choices=tuple(VARIANTS))
     parser.add_argument("--env", help="environment id, e.g. dm_control/humanoid-stand-v0")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="default: the task's budget in TASKS")

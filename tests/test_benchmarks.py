@@ -260,7 +260,19 @@ def test_campaign_queue_order_and_names():
         ("sac", "dm_control/humanoid-stand-v0", 1, 500_000),
         ("wpo", "dm_control/humanoid-stand-v0", 2, 500_000),
     ]
-    assert len(runs) == 5 * len(campaign.TASKS) and len({campaign.run_name(*run) for run in runs}) == len(runs)
+    assert runs[5] == ("wpo-utd1", "dm_control/humanoid-stand-v0", 0, 300_000)  # the probe, after its task's runs
+    assert runs[6][1] == "dm_control/cartpole-swingup-v0"
+    n_planned = 5 * len(campaign.TASKS) + len(campaign.PROBES)
+    assert len(runs) == n_planned and len({campaign.run_name(*run) for run in runs}) == len(runs)
+
+
+def test_campaign_variant_runs_the_zoo_entry_with_its_overrides(tmp_path: Path):
+    import campaign
+
+    model, hyperparams = campaign.make_experiment("wpo-utd1", "Pendulum-v1", 0, 100, tmp_path).setup_experiment()
+    assert model.train_freq.frequency == 1 and hyperparams["train_freq"] == 1  # the Pendulum-v1 entry has 2
+    assert model.num_samples == 8, "the rest of the entry is kept"
+    assert campaign.gradient_updates("wpo-utd1", "dm_control/humanoid-stand-v0", [50_000]) == [40_000]
 
 
 def test_campaign_run_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
