@@ -253,14 +253,14 @@ def test_campaign_queue_order_and_names():
     import campaign
 
     runs = campaign.planned_runs()
-    assert runs[:5] == [
+    assert runs[:6] == [
         ("wpo", "dm_control/humanoid-stand-v0", 0, 500_000),
         ("sac", "dm_control/humanoid-stand-v0", 0, 500_000),
         ("wpo", "dm_control/humanoid-stand-v0", 1, 500_000),
+        ("wpo-utd1", "dm_control/humanoid-stand-v0", 0, 300_000),  # the probe, after the first seeds
         ("sac", "dm_control/humanoid-stand-v0", 1, 500_000),
         ("wpo", "dm_control/humanoid-stand-v0", 2, 500_000),
     ]
-    assert runs[5] == ("wpo-utd1", "dm_control/humanoid-stand-v0", 0, 300_000)  # the probe, after its task's runs
     assert runs[6][1] == "dm_control/cartpole-swingup-v0"
     n_planned = 5 * len(campaign.TASKS) + len(campaign.PROBES)
     assert len(runs) == n_planned and len({campaign.run_name(*run) for run in runs}) == len(runs)
