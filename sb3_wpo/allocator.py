@@ -3,10 +3,11 @@
 A WPO update evaluates the critic on N·B rows (N sampled actions per state): tens of MB of activations, freed at the
 end of the update. glibc returns freed memory at the top of its heap to the kernel once more than its trim threshold
 is free (by default at most twice the largest buffer freed so far), so the next update page-faults it all back in:
-about 3,000 page faults per update at Pendulum sizes, 10,000 at humanoid sizes, a quarter of the update's time
-(``benchmarks/speed.py``, part "allocator"). SAC's buffers are N times smaller and barely fault.
+about 3,000 page faults per update at Pendulum sizes, 10,000 at HalfCheetah and humanoid sizes, a fifth of the
+update's time (``benchmarks/update_cost.py``). SAC's buffers are N times smaller and barely fault.
 
-``keep_freed_memory()`` raises the two thresholds, as PyTorch's CPU performance guide does with jemalloc or tcmalloc.
+``keep_freed_memory()`` raises the two thresholds, so that freed memory stays in the process for the next update
+(PyTorch's CPU performance tuning guide suggests a caching allocator, jemalloc or tcmalloc, for the same reason).
 It is process-wide and cannot be undone, so WPO calls it once, when it builds its networks, and leaves the allocator
 alone where the user has chosen already: glibc's own variables (``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``,
 ``GLIBC_TUNABLES``) or a preloaded allocator (``LD_PRELOAD``). Off glibc (macOS, Windows, musl) it does nothing.
