@@ -339,9 +339,8 @@ def diagnose(batch_size: int = 1024) -> None:
         data = buffer.sample(batch_size)
         with th.no_grad():
             mean, std = model.actor.distribution_params(data.observations)
-        actions = model._sample_actions(mean, std).requires_grad_(True)
-        q_values = model.critic(data.observations, actions.clamp(-1.0, 1.0)).mean(dim=-1)
-        (q_grads,) = th.autograd.grad(q_values.sum(), actions)
+        actions = model._sample_actions(mean, std)
+        q_values, q_grads = model._q_and_action_gradients(data.observations, actions)  # as the update computes them
         rewards = buffer.rewards[: buffer.size()]
         entry = {
             "name": name,
@@ -350,8 +349,8 @@ def diagnose(batch_size: int = 1024) -> None:
             "pi_mean_abs": float(mean.abs().mean()),
             "pi_std_quantiles_5_50_95": [float(q) for q in th.quantile(std.flatten(), th.tensor([0.05, 0.5, 0.95]))],
             "sampled_actions_clipped": float((actions.abs() > 1.0).float().mean()),
-            "q_mean": float(q_values.detach().mean()),
-            "q_std": float(q_values.detach().std()),
+            "q_mean": float(q_values.mean()),
+            "q_std": float(q_values.std()),
             "dq_da_norm_mean": float(q_grads.norm(dim=-1).mean()),
             "buffer_reward_mean": float(rewards.mean()),
             "buffer_reward_max": float(rewards.max()),

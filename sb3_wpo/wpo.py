@@ -20,6 +20,7 @@ from stable_baselines3.common.type_aliases import (
     DictReplayBufferSamples,
     GymEnv,
     MaybeCallback,
+    PyTorchObs,
     ReplayBufferSamples,
     TensorDict,
     TrainFrequencyUnit,
@@ -328,9 +329,8 @@ class WPO(OffPolicyAlgorithm):
         mean, std = self.actor.distribution_params(obs)
         with th.no_grad():
             target_mean, target_std = self.actor_target.distribution_params(obs)
-        actions = self._sample_actions(mean, std).requires_grad_(True)  # [N, B, D]
-        q_values = self.critic(obs, actions.clamp(-1.0, 1.0)).mean(dim=-1)  # [N, B]
-        (q_grads,) = th.autograd.grad(q_values.sum(), actions)
+        actions = self._sample_actions(mean, std)  # [N, B, D]
+        q_values, q_grads = self._q_and_action_gradients(obs, actions)
         actor_loss, stats = wpo_loss(
             mean,
             std,
@@ -370,7 +370,7 @@ class WPO(OffPolicyAlgorithm):
             "actor_loss": actor_loss.detach(),
             "critic_loss": critic_loss.detach(),
             **{name: stats[name] for name in ("kl_mean", "kl_std", "alpha_mean", "alpha_std", "pi_std_min", "pi_std_max")},
-            "q_mean": q_values.detach().mean(),
+            "q_mean": q_values.mean(),
             "dq_da_norm": q_grads.norm(dim=-1).mean(),
         }
         checked = {
@@ -381,6 +381,14 @@ class WPO(OffPolicyAlgorithm):
             "actor_grad_norm": actor_grad_norm,
         }
         return metrics, checked
+
+    def _q_and_action_gradients(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """Q of the online critic (mean over critics) at actions [N, B, D] clipped to the bounds, [N, B], and ∇a Q at
+        the unclipped actions, [N, B, D] (0 where clipped); both detached."""
+        actions = actions.detach().requires_grad_(True)
+        q_values = self.critic(obs, actions.clamp(-1.0, 1.0)).mean(dim=-1)
+        (q_grads,) = th.autograd.grad(q_values.sum(), actions)
+        return q_values.detach(), q_grads
 
     def _sample_actions(self, mean: th.Tensor, std: th.Tensor) -> th.Tensor:
         """``num_samples`` actions per state, [N, B, D], drawn without reparameterization."""
