@@ -96,20 +96,26 @@ def random_env(obs_dim: int, act_dim: int) -> Any:
     return RandomEnv()
 
 
-def child_update(size: str, allocator: str, timings: int, updates: int) -> dict[str, Any]:
-    import speed
-    import torch as th
-
+def wpo_at_size(size: str, **overrides: Any) -> Any:
+    """WPO with the wpo.yml entry of ``size`` (``overrides`` replacing its values) on a random environment of its sizes."""
     from sb3_wpo import WPO
 
-    th.set_num_threads(1)
-    switch_allocator(allocator == "kept")
     obs_dim, act_dim, entry_id = SIZES[size]
     env = random_env(obs_dim, act_dim)
     kwargs, _ = common.preprocess_hyperparams(common.raw_hyperparams("wpo", entry_id), env)
     kwargs.pop("policy")
-    kwargs["learning_starts"] = fill = 2000
-    model = WPO("MlpPolicy", env, seed=0, verbose=0, **kwargs)
+    return WPO("MlpPolicy", env, seed=0, verbose=0, **{**kwargs, **overrides})
+
+
+def child_update(size: str, allocator: str, timings: int, updates: int) -> dict[str, Any]:
+    import speed
+    import torch as th
+
+    th.set_num_threads(1)
+    switch_allocator(allocator == "kept")
+    obs_dim, act_dim, _ = SIZES[size]
+    fill = 2000
+    model = wpo_at_size(size, learning_starts=fill)
     model.learn(fill)
     model.train(gradient_steps=10, batch_size=256)  # warm-up: the heap grows to its working size
     walls, faults = [], []
@@ -253,13 +259,8 @@ def compare_compiled(size: str, args: argparse.Namespace) -> dict[str, Any]:
     import torch as th
     from torch.func import functional_call, grad_and_value
 
-    from sb3_wpo import WPO
-
-    obs_dim, act_dim, entry_id = SIZES[size]
-    env = random_env(obs_dim, act_dim)
-    kwargs, _ = common.preprocess_hyperparams(common.raw_hyperparams("wpo", entry_id), env)
-    kwargs.pop("policy")
-    model = WPO("MlpPolicy", env, seed=0, verbose=0, **kwargs)
+    model = wpo_at_size(size)
+    obs_dim = SIZES[size][0]
     critic, critic_target = model.critic, model.critic_target
     obs = th.randn(256, obs_dim)
     with th.no_grad():
