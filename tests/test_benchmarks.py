@@ -368,3 +368,24 @@ def test_campaign_checkpoint_survives_a_kill_between_renames(tmp_path: Path):
     (tmp_path / "checkpoint").mkdir()  # a folder without state.json is incomplete
     assert campaign.latest_checkpoint(tmp_path) == tmp_path / "checkpoint.old"
     assert campaign.latest_checkpoint(tmp_path / "nothing") is None
+
+
+def test_campaign_summary_counts_steps_to_the_threshold():
+    import campaign
+
+    def record(seed: int, evals: list[float]) -> dict[str, Any]:
+        curve = [{"timesteps": 10_000 * (i + 1), "eval_mean": value} for i, value in enumerate(evals)]
+        env_id = "dm_control/humanoid-stand-v0"  # threshold 100
+        return {
+            "env_id": env_id,
+            "algo": "sac",
+            "steps": 30_000,
+            "seed": seed,
+            "curve": curve,
+            "final_return": evals[-1],
+            "train_cpu_s": 3600.0,
+        }
+
+    (row,) = campaign.summarize([record(0, [5.0, 150.0, 90.0]), record(1, [5.0, 6.0, 120.0]), record(2, [5.0, 6.0, 7.0])])
+    assert row["seeds_reaching_threshold"] == 2 and row["steps_to_threshold_median"] == 25_000
+    assert row["last3_mean"] == pytest.approx(np.mean([(5 + 150 + 90) / 3, (5 + 6 + 120) / 3, 6.0]))

@@ -6,6 +6,7 @@ sb3-wpo (``pip install -e .`` in CI): they need the start-up hook that the .pth 
 environment with each installed."""
 
 import ast
+import json
 import os
 import re
 import shutil
@@ -82,8 +83,11 @@ def test_one_config_file():
 
 
 def test_config_entries():
+    """Each entry says what stands behind it: Pendulum's study, the campaign's result for an entry the campaign ran
+    (and then the entry is what it ran), or that it is a starting point."""
     config = yaml.safe_load(CONFIG.read_text())
     assert set(config) == {"default", *ENV_IDS}
+    campaign_runs = [json.loads(line) for line in (ROOT / "benchmarks/results/campaign/runs.jsonl").read_text().splitlines()]
     lines = CONFIG.read_text().splitlines()
     for key in config:
         index = next(i for i, line in enumerate(lines) if line.startswith(f"{key}:"))
@@ -92,8 +96,13 @@ def test_config_entries():
             if not line.startswith("#"):
                 break
             comments.append(line)
+        ran = [run["hyperparams"] for run in campaign_runs if run["algo"] == "wpo" and run["env_id"] == key]
         if key == "Pendulum-v1":
             assert NOT_TUNED not in comments
+        elif ran:
+            assert NOT_TUNED not in comments and any("benchmarks/results/campaign" in line for line in comments), key
+            entry = {name: value for name, value in config[key].items() if name != "n_timesteps"}
+            assert all({k: v for k, v in hyperparams.items() if k != "n_timesteps"} == entry for hyperparams in ran)
         else:
             assert NOT_TUNED in comments, f"{key} needs the comment {NOT_TUNED!r}"
 
