@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import pickle
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ import common
 import epsilon_sweep
 import returns
 from returns import parse_seeds
+
+BENCHMARKS = Path(common.__file__).parent
 
 
 def test_parse_seeds():
@@ -253,17 +256,78 @@ def test_campaign_queue_order_and_names():
     import campaign
 
     runs = campaign.planned_runs()
-    assert runs[:6] == [
-        ("wpo", "dm_control/humanoid-stand-v0", 0, 500_000),
-        ("sac", "dm_control/humanoid-stand-v0", 0, 500_000),
-        ("wpo", "dm_control/humanoid-stand-v0", 1, 500_000),
-        ("wpo-utd1", "dm_control/humanoid-stand-v0", 0, 300_000),  # the probe, after the first seeds
-        ("sac", "dm_control/humanoid-stand-v0", 1, 500_000),
-        ("wpo", "dm_control/humanoid-stand-v0", 2, 500_000),
+    n_tasks = len(campaign.TASKS)
+    humanoid, cartpole = "dm_control/humanoid-stand-v0", "dm_control/cartpole-swingup-v0"
+    # round one: WPO and SAC seed 0 on every task, humanoid-stand first
+    assert runs[:4] == [
+        ("wpo", humanoid, 0, 500_000),
+        ("sac", humanoid, 0, 500_000),
+        ("wpo", cartpole, 0, 200_000),
+        ("sac", cartpole, 0, 200_000),
     ]
-    assert runs[6][1] == "dm_control/cartpole-swingup-v0"
-    n_planned = 5 * len(campaign.TASKS) + len(campaign.PROBES)
+    assert {(algo, seed) for algo, _, seed, _ in runs[: 2 * n_tasks]} == {("wpo", 0), ("sac", 0)}
+    # then the probe, then round two task by task
+    assert runs[2 * n_tasks] == ("wpo-utd1", humanoid, 0, 300_000)
+    assert runs[2 * n_tasks + 1 : 2 * n_tasks + 5] == [
+        ("wpo", humanoid, 1, 500_000),
+        ("sac", humanoid, 1, 500_000),
+        ("wpo", humanoid, 2, 500_000),
+        ("wpo", cartpole, 1, 200_000),
+    ]
+    n_planned = 5 * n_tasks + len(campaign.PROBES)
     assert len(runs) == n_planned and len({campaign.run_name(*run) for run in runs}) == len(runs)
+
+
+def test_campaign_queue_counts_and_skips_runs_held_by_other_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A restarted queue does not start a run that a live process holds, and counts it among its processes."""
+    import campaign
+
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
+    monkeypatch.setattr(campaign, "PROBES", [])
+    held_dir = tmp_path / "runs" / campaign.run_name("wpo", "Pendulum-v1", 0, 300)
+    script = (
+        f"import pathlib, sys, time; sys.path.insert(0, {str(BENCHMARKS)!r}); import campaign; "
+        f"lock = campaign.hold_run_lock(pathlib.Path({str(held_dir)!r})); print('held', flush=True); time.sleep(3)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    assert campaign.running_elsewhere(held_dir)
+    with pytest.raises(SystemExit, match="running in another process"):
+        campaign.hold_run_lock(held_dir)
+
+    starts: list[tuple[str, int]] = []  # run, the queue's processes alive with it
+    done: set[str] = set()
+
+    class FakeRun:
+        """A run process that ends at its second poll."""
+
+        alive = 0
+
+        def __init__(self, command: list[str], **_: Any):
+            self.name = campaign.run_name(command[4], command[6], int(command[8]), int(command[10]))
+            FakeRun.alive += 1
+            starts.append((self.name, FakeRun.alive))
+            self.pid, self.returncode, self.polls = 0, None, 0
+
+        def poll(self) -> int | None:
+            self.polls += 1
+            if self.polls < 2:
+                return None
+            FakeRun.alive -= 1
+            done.add(self.name)
+            self.returncode = 0
+            return 0
+
+    monkeypatch.setattr(campaign.subprocess, "Popen", FakeRun)
+    monkeypatch.setattr(campaign, "finished", lambda: set(done))
+    campaign.queue(argparse.Namespace(processes=2, eval_freq=100, save_freq=100, poll_s=0.05))
+    holder.wait()
+    names = [name for name, _ in starts]
+    assert len(names) == 5 and len(set(names)) == 5
+    assert names[-1] == held_dir.name, "the held run starts once its holder has ended (3 s; the others take < 1 s)"
+    assert all(alive == 1 for _, alive in starts[:-1]), "while held, the run takes one of the queue's 2 processes"
+    assert names[0] == campaign.run_name("sac", "Pendulum-v1", 0, 300)
 
 
 def test_campaign_variant_runs_the_zoo_entry_with_its_overrides(tmp_path: Path):
