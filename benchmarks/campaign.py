@@ -364,7 +364,8 @@ def snapshot() -> None:
 def diagnose(batch_size: int = 1024) -> None:
     """The policy and critic of each unfinished WPO run at its last checkpoint, on ``batch_size`` replay states (seeded):
     the policy std, how far the means sit towards the action bounds, how many sampled actions the critic sees clipped
-    (their ∇a Q is 0), the size of ∇a Q and the rewards in the buffer, to tell why a run stalls."""
+    (their ∇a Q is 0), the size of ∇a Q and the rewards in the buffer, to tell why a run stalls. Added to
+    ``diagnostics.json``, which keeps the diagnoses of earlier checkpoints."""
     import pickle
 
     import torch as th
@@ -372,7 +373,11 @@ def diagnose(batch_size: int = 1024) -> None:
     from sb3_wpo import WPO
 
     th.set_num_threads(1)
-    done, diagnostics = finished(), []
+    path, meta = OUT / "diagnostics.json", common.provenance()
+    # Earlier diagnoses are kept (the notes cite them): one entry per run and checkpoint, each with its provenance
+    earlier = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    diagnostics = [{"meta": earlier.get("meta"), "batch_size": earlier.get("batch_size"), **e} for e in earlier["runs"]]
+    done = finished()
     for algo, env_id, seed, steps in planned_runs():
         name = run_name(algo, env_id, seed, steps)
         checkpoint = latest_checkpoint(RUNS / name)
@@ -394,6 +399,7 @@ def diagnose(batch_size: int = 1024) -> None:
             "timesteps": model.num_timesteps,
             "n_updates": model._n_updates,
             "pi_mean_abs": float(mean.abs().mean()),
+            "pi_means_outside_bounds": float((mean.abs() > 1.0).float().mean()),
             "pi_std_quantiles_5_50_95": [float(q) for q in th.quantile(std.flatten(), th.tensor([0.05, 0.5, 0.95]))],
             "sampled_actions_clipped": float((actions.abs() > 1.0).float().mean()),
             "q_mean": float(q_values.mean()),
@@ -403,11 +409,13 @@ def diagnose(batch_size: int = 1024) -> None:
             "buffer_reward_max": float(rewards.max()),
             "alpha_mean": float(th.nn.functional.softplus(model.log_alpha_mean).mean()),
             "alpha_std": float(th.nn.functional.softplus(model.log_alpha_std).mean()),
+            "batch_size": batch_size,
+            "meta": meta,
         }
-        diagnostics.append(entry)
-        print(json.dumps(entry))
-    common.write_json(OUT / "diagnostics.json", {"runs": diagnostics, "batch_size": batch_size, "meta": common.provenance()})
-    print(f"{len(diagnostics)} runs diagnosed, written to {OUT / 'diagnostics.json'}")
+        diagnostics = [d for d in diagnostics if (d["name"], d["timesteps"]) != (name, entry["timesteps"])] + [entry]
+        print(json.dumps({key: value for key, value in entry.items() if key != "meta"}))
+    common.write_json(path, {"runs": diagnostics, "meta": meta})
+    print(f"{len(diagnostics)} diagnoses in {path}")
 
 
 def steps_to_threshold(curve: list[dict[str, Any]], threshold: float) -> int | None:

@@ -406,8 +406,13 @@ def test_campaign_diagnoses_an_unfinished_wpo_run_from_its_checkpoint(tmp_path: 
     monkeypatch.setattr(campaign.CampaignCallback, "_on_step", killed_after_a_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         campaign.run("wpo", "Pendulum-v1", 0, 400, eval_freq=100, n_eval_episodes=1, save_freq=200)
+    earlier = {"name": "an earlier run", "timesteps": 100}
+    common.write_json(tmp_path / "out" / "diagnostics.json", {"runs": [earlier], "batch_size": 8, "meta": {"commit": "x"}})
     campaign.diagnose(batch_size=64)
-    (entry,) = json.loads((tmp_path / "out" / "diagnostics.json").read_text())["runs"]
+    campaign.diagnose(batch_size=64)  # the same checkpoint again: replaced, not added
+    kept, entry = json.loads((tmp_path / "out" / "diagnostics.json").read_text())["runs"]
+    assert kept == {**earlier, "batch_size": 8, "meta": {"commit": "x"}}, "earlier diagnoses stay, with their provenance"
+    assert entry["batch_size"] == 64 and entry["meta"]["commit"]
     assert entry["name"] == campaign.run_name("wpo", "Pendulum-v1", 0, 400) and entry["timesteps"] == 200
     assert entry["pi_std_quantiles_5_50_95"][1] == pytest.approx(0.5, abs=0.01)  # the initial std: no update yet
     assert 0.0 <= entry["sampled_actions_clipped"] <= 1.0 and entry["alpha_std"] == pytest.approx(1e4)
