@@ -454,6 +454,26 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def verdicts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per task with finished WPO and SAC runs: ahead when every WPO seed's mean of its last 3 evaluations beats every
+    SAC seed's by more than 5% of the largest |value|, behind in the opposite case, level when the seeds overlap."""
+    last3: dict[tuple[str, str], list[float]] = {}
+    for record in records:
+        last3.setdefault((record["env_id"], record["algo"]), []).append(
+            float(np.mean([point["eval_mean"] for point in record["curve"][-3:]]))
+        )
+    rows = []
+    for env_id, _ in TASKS:
+        wpo, sac = last3.get((env_id, "wpo")), last3.get((env_id, "sac"))
+        if not (wpo and sac):
+            continue
+        margin = 0.05 * max(abs(value) for value in wpo + sac)
+        verdict = "ahead" if min(wpo) > max(sac) + margin else "behind" if max(wpo) < min(sac) - margin else "level"
+        complete = len(wpo) >= len(SEEDS["wpo"]) and len(sac) >= len(SEEDS["sac"])
+        rows.append({"env_id": env_id, "wpo_last3": wpo, "sac_last3": sac, "verdict": verdict, "all_seeds": complete})
+    return rows
+
+
 def gradient_updates(algo: str, env_id: str, timesteps: list[int], hyperparams: dict[str, Any] | None = None) -> list[float]:
     """Gradient updates made by ``timesteps`` environment steps: gradient_steps / train_freq per step after
     learning_starts, from the run's hyperparameters (a finished run's record) or else its config file."""
@@ -478,7 +498,8 @@ def report() -> None:
     in_progress = json.loads(snapshot_file.read_text())["runs"] if snapshot_file.exists() else []
     meta = common.provenance()
     rows = summarize(records) if records else []
-    common.write_json(OUT / "summary.json", {"groups": rows, "meta": meta})
+    task_verdicts = verdicts(records)
+    common.write_json(OUT / "summary.json", {"groups": rows, "verdicts": task_verdicts, "meta": meta})
     lines = [
         "| task | algo | steps | seeds | final return mean ± std | mean of last 3 evals | steps to threshold "
         "(median of seeds reaching it) | train CPU h (median) | anchor |",
@@ -496,6 +517,15 @@ def report() -> None:
             f"{row['final_mean']:.1f} ± {row['final_std']:.1f} | {row['last3_mean']:.1f} ± {row['last3_std']:.1f} | "
             f"{to_threshold} | {row['train_cpu_h_median']:.2f} | {anchor[0]}: {anchor[1]} |"
         )
+    lines += [
+        "",
+        "| task | WPO, last 3 evals per seed | SAC, last 3 evals per seed | WPO is (5% margin, every seed) |",
+        "|---|---|---|---|",
+    ]
+    for row in task_verdicts:
+        wpo, sac = (", ".join(f"{value:.1f}" for value in row[key]) for key in ("wpo_last3", "sac_last3"))
+        state = "" if row["all_seeds"] else f" (so far: {len(row['wpo_last3'])} WPO, {len(row['sac_last3'])} SAC seeds)"
+        lines.append(f"| {row['env_id']} | {wpo} | {sac} | {row['verdict']}{state} |")
     (OUT / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     for env_id in sorted({r["env_id"] for r in records + in_progress}):

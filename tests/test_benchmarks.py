@@ -458,3 +458,23 @@ def test_campaign_summary_counts_steps_to_the_threshold():
     (row,) = campaign.summarize([record(0, [5.0, 150.0, 90.0]), record(1, [5.0, 6.0, 120.0]), record(2, [5.0, 6.0, 7.0])])
     assert row["seeds_reaching_threshold"] == 2 and row["steps_to_threshold_median"] == 25_000
     assert row["last3_mean"] == pytest.approx(np.mean([(5 + 150 + 90) / 3, (5 + 6 + 120) / 3, 6.0]))
+
+
+def test_campaign_verdict_needs_every_seed_beyond_the_margin():
+    import campaign
+
+    def record(algo: str, env_id: str, last: float) -> dict[str, Any]:
+        return {"algo": algo, "env_id": env_id, "curve": [{"eval_mean": last}] * 3}
+
+    cartpole, walker, cheetah = "dm_control/cartpole-swingup-v0", "dm_control/walker-walk-v0", "dm_control/cheetah-run-v0"
+    records = [record("wpo", cartpole, 800.0), record("wpo", cartpole, 850.0), record("sac", cartpole, 700.0)]
+    records += [record("wpo", walker, 800.0), record("wpo", walker, 500.0), record("sac", walker, 700.0)]
+    records += [record("wpo", cheetah, 300.0), record("sac", cheetah, 310.0), record("wpo-utd1", cheetah, 900.0)]
+    records += [record("wpo", "HalfCheetah-v5", 3000.0)]  # no SAC run yet: no verdict
+    humanoid = "dm_control/humanoid-stand-v0"
+    records += [record("wpo", humanoid, 5.0), record("wpo", humanoid, 6.0), record("sac", humanoid, 440.0)]
+    rows = {row["env_id"]: row for row in campaign.verdicts(records)}
+    assert set(rows) == {cartpole, walker, cheetah, humanoid} and rows[humanoid]["verdict"] == "behind"
+    assert rows[cartpole]["verdict"] == "ahead" and rows[walker]["verdict"] == "level"
+    assert rows[cheetah]["verdict"] == "level", "within 5%; a probe is not WPO"
+    assert not rows[cartpole]["all_seeds"]
