@@ -343,7 +343,8 @@ def status() -> None:
     done = finished()
     for spec in planned_runs():
         name = run_name(*spec)
-        print(f"{name:55s} {'finished' if name in done else f'{progress(name):>7,} / {spec[3]:,} steps'}")
+        state = "finished" if name in done else f"{progress(name):>7,} / {spec[3]:,} steps (checkpointed)"
+        print(f"{name:55s} {state}{', running' if running_elsewhere(RUNS / name) else ''}")
 
 
 def snapshot() -> None:
