@@ -554,7 +554,7 @@ def report() -> None:
         by_steps.set_title(f"{env_id}: one line per seed (dashed: run still in progress)", fontsize=10)
         by_updates.set_title("the same evaluations against the updates made so far", fontsize=10)
         for ax in (by_steps, by_updates):
-            ax.legend(loc="upper left", fontsize=8)
+            ax.legend(loc="best", fontsize=8)
             ax.grid(alpha=0.3)
         fig.subplots_adjust(bottom=0.17, left=0.06, right=0.98, wspace=0.08)
         common.save_figure(fig, OUT / f"curves_{env_id.replace('/', '-')}.png", meta)
