@@ -424,6 +424,11 @@ def steps_to_threshold(curve: list[dict[str, Any]], threshold: float) -> int | N
     return next((point["timesteps"] for point in curve if point["eval_mean"] >= threshold), None)
 
 
+def last3_mean(record: dict[str, Any]) -> float:
+    """A run's final return: the mean of its last 3 evaluations (one evaluation decides less)."""
+    return float(np.mean([point["eval_mean"] for point in record["curve"][-3:]]))
+
+
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for record in records:
@@ -432,8 +437,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     order = {env_id: index for index, (env_id, _) in enumerate(TASKS)}
     for (env_id, algo), runs in sorted(groups.items(), key=lambda item: (order.get(item[0][0], 99), item[0][1])):
         finals = np.array([r["final_return"] for r in runs])
-        # final return: mean of the last 3 evaluations of each seed (one evaluation decides less)
-        last3 = np.array([np.mean([p["eval_mean"] for p in r["curve"][-3:]]) for r in runs])
+        last3 = np.array([last3_mean(r) for r in runs])
         first_steps = [steps_to_threshold(r["curve"], THRESHOLDS[env_id]) for r in runs if env_id in THRESHOLDS]
         reached = [steps for steps in first_steps if steps is not None]
         rows.append(
@@ -460,9 +464,7 @@ def verdicts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     SAC seed's by more than 5% of the largest |value|, behind in the opposite case, level when the seeds overlap."""
     last3: dict[tuple[str, str], list[float]] = {}
     for record in records:
-        last3.setdefault((record["env_id"], record["algo"]), []).append(
-            float(np.mean([point["eval_mean"] for point in record["curve"][-3:]]))
-        )
+        last3.setdefault((record["env_id"], record["algo"]), []).append(last3_mean(record))
     rows = []
     for env_id, _ in TASKS:
         wpo, sac = last3.get((env_id, "wpo")), last3.get((env_id, "sac"))
