@@ -312,7 +312,8 @@ def queue(args: argparse.Namespace) -> None:
     on; a run that fails is not started again by the same queue."""
     started: dict[str, subprocess.Popen] = {}
     failed: set[str] = set()
-    print(f"{len(planned_runs()) - len(finished())} runs to do, {len(finished())} finished", flush=True)
+    done = finished()
+    print(f"{sum(run_name(*spec) not in done for spec in planned_runs())} runs to do, {len(done)} finished", flush=True)
     while True:
         for name, process in list(started.items()):
             if process.poll() is not None:
