@@ -278,24 +278,8 @@ def test_campaign_queue_order_and_names():
     assert len(runs) == n_planned and len({campaign.run_name(*run) for run in runs}) == len(runs)
 
 
-def test_campaign_queue_counts_and_skips_runs_held_by_other_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A restarted queue does not start a run that a live process holds, and counts it among its processes."""
-    import campaign
-
-    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
-    monkeypatch.setattr(campaign, "PROBES", [])
-    held_dir = tmp_path / "runs" / campaign.run_name("wpo", "Pendulum-v1", 0, 300)
-    script = (
-        f"import pathlib, sys, time; sys.path.insert(0, {str(BENCHMARKS)!r}); import campaign; "
-        f"lock = campaign.hold_run_lock(pathlib.Path({str(held_dir)!r})); print('held', flush=True); time.sleep(3)"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    assert campaign.running_elsewhere(held_dir)
-    with pytest.raises(SystemExit, match="running in another process"):
-        campaign.hold_run_lock(held_dir)
-
+def fake_run_processes(campaign: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Replace the queue's run processes by fakes that end at their second poll; returns (run, alive) per start."""
     starts: list[tuple[str, int]] = []  # run, the queue's processes alive with it
     done: set[str] = set()
 
@@ -321,13 +305,54 @@ def test_campaign_queue_counts_and_skips_runs_held_by_other_processes(tmp_path: 
 
     monkeypatch.setattr(campaign.subprocess, "Popen", FakeRun)
     monkeypatch.setattr(campaign, "finished", lambda: set(done))
-    campaign.queue(argparse.Namespace(processes=2, eval_freq=100, save_freq=100, poll_s=0.05))
+    return starts
+
+
+def test_campaign_queue_counts_and_skips_runs_held_by_other_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A restarted queue does not start a run that a live process holds, and counts it among its processes."""
+    import campaign
+
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
+    monkeypatch.setattr(campaign, "PROBES", [])
+    held_dir = tmp_path / "runs" / campaign.run_name("wpo", "Pendulum-v1", 0, 300)
+    script = (
+        f"import pathlib, sys, time; sys.path.insert(0, {str(BENCHMARKS)!r}); import campaign; "
+        f"lock = campaign.hold_run_lock(pathlib.Path({str(held_dir)!r})); print('held', flush=True); time.sleep(3)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    assert campaign.running_elsewhere(held_dir)
+    with pytest.raises(SystemExit, match="running in another process"):
+        campaign.hold_run_lock(held_dir)
+
+    starts = fake_run_processes(campaign, monkeypatch)
+    campaign.queue(argparse.Namespace(processes=2, eval_freq=100, save_freq=100, poll_s=0.05, defer=[]))
     holder.wait()
     names = [name for name, _ in starts]
     assert len(names) == 5 and len(set(names)) == 5
     assert names[-1] == held_dir.name, "the held run starts once its holder has ended (3 s; the others take < 1 s)"
     assert all(alive == 1 for _, alive in starts[:-1]), "while held, the run takes one of the queue's 2 processes"
     assert names[0] == campaign.run_name("sac", "Pendulum-v1", 0, 300)
+
+
+def test_campaign_queue_starts_deferred_runs_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A deferred run waits for every other run, even when it has a checkpoint (those otherwise go first)."""
+    import campaign
+
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
+    probe = ("wpo-utd1", "Pendulum-v1", 0, 300)
+    monkeypatch.setattr(campaign, "PROBES", [probe])
+    monkeypatch.setattr(campaign, "progress", lambda name: 100 if name == campaign.run_name(*probe) else 0)
+    starts = fake_run_processes(campaign, monkeypatch)
+    campaign.queue(argparse.Namespace(processes=1, eval_freq=100, save_freq=100, poll_s=0.01, defer=[]))
+    assert starts[0][0] == campaign.run_name(*probe), "resumable runs go first"
+
+    starts = fake_run_processes(campaign, monkeypatch)
+    deferred = [campaign.run_name(*probe)]
+    campaign.queue(argparse.Namespace(processes=1, eval_freq=100, save_freq=100, poll_s=0.01, defer=deferred))
+    assert [name for name, _ in starts][-1] == campaign.run_name(*probe) and len(starts) == 6
 
 
 def test_campaign_variant_runs_the_zoo_entry_with_its_overrides(tmp_path: Path):
