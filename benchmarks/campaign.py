@@ -365,10 +365,25 @@ def snapshot() -> None:
     print(f"{len(partial)} runs in progress written to {OUT / 'in_progress.json'}")
 
 
+def mean_push(mean: Any, q_grads: Any) -> dict[str, float]:
+    """Where the policy loss moves each policy mean, from ∇a Q at its N samples (mean [B, D], q_grads [N, B, D]):
+    the variance-rescaled loss's step on μ is Σ_n ∇a Q, outwards when its sign is that of μ. Shares over all the
+    means, and over those beyond the bounds (where the samples that reach the critic clipped add nothing)."""
+    step = q_grads.sum(dim=0)
+    outward, still = (step * mean > 0).float(), (step == 0).float()
+    beyond = mean.abs() > 1.0
+    return {
+        "pi_means_pushed_outward": float(outward.mean()),
+        "pi_means_beyond_bounds_pushed_outward": float(outward[beyond].mean()) if beyond.any() else float("nan"),
+        "pi_means_beyond_bounds_without_gradient": float(still[beyond].mean()) if beyond.any() else float("nan"),
+    }
+
+
 def diagnose(batch_size: int = 1024) -> None:
     """The policy and critic of each unfinished WPO run at its last checkpoint, on ``batch_size`` replay states (seeded):
     the policy std, how far the means sit towards the action bounds, how many sampled actions the critic sees clipped
-    (their ∇a Q is 0), the size of ∇a Q and the rewards in the buffer, to tell why a run stalls. Added to
+    (their ∇a Q is 0), the size of ∇a Q, which way the policy loss moves the means (``mean_push``) and the rewards in the
+    buffer, to tell why a run stalls. Added to
     ``diagnostics.json``, which keeps the diagnoses of earlier checkpoints."""
     import pickle
 
@@ -409,6 +424,7 @@ def diagnose(batch_size: int = 1024) -> None:
             "q_mean": float(q_values.mean()),
             "q_std": float(q_values.std()),
             "dq_da_norm_mean": float(q_grads.norm(dim=-1).mean()),
+            **mean_push(mean, q_grads),
             "buffer_reward_mean": float(rewards.mean()),
             "buffer_reward_max": float(rewards.max()),
             "alpha_mean": float(th.nn.functional.softplus(model.log_alpha_mean).mean()),

@@ -441,6 +441,19 @@ def test_campaign_diagnoses_an_unfinished_wpo_run_from_its_checkpoint(tmp_path: 
     assert entry["name"] == campaign.run_name("wpo", "Pendulum-v1", 0, 400) and entry["timesteps"] == 200
     assert entry["pi_std_quantiles_5_50_95"][1] == pytest.approx(0.5, abs=0.01)  # the initial std: no update yet
     assert 0.0 <= entry["sampled_actions_clipped"] <= 1.0 and entry["alpha_std"] == pytest.approx(1e4)
+    assert 0.0 < entry["pi_means_pushed_outward"] < 1.0
+
+
+def test_campaign_mean_push_tells_which_way_the_policy_loss_moves_each_mean():
+    import campaign
+
+    mean = th.tensor([[0.5, -0.5, 1.5, -2.0]])  # one state, 4 action dimensions
+    q_grads = th.tensor([[[0.1, 0.3, 0.0, -0.2]], [[0.2, -0.4, 0.0, 0.1]]])  # N=2 samples
+    push = campaign.mean_push(mean, q_grads)  # steps: +0.3 (out), -0.1 (out), 0 (none), -0.1 (out)
+    assert push["pi_means_pushed_outward"] == pytest.approx(3 / 4)
+    assert push["pi_means_beyond_bounds_pushed_outward"] == pytest.approx(1 / 2)
+    assert push["pi_means_beyond_bounds_without_gradient"] == pytest.approx(1 / 2)
+    assert math.isnan(campaign.mean_push(mean[:, :2], q_grads[..., :2])["pi_means_beyond_bounds_pushed_outward"])
 
 
 def test_campaign_counts_the_gradient_updates_of_each_config():
