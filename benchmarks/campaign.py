@@ -560,7 +560,7 @@ def report() -> None:
                     steps = [p["timesteps"] for p in r["curve"]]
                     values = [p["eval_mean"] for p in r["curve"]]
                     updates = gradient_updates(algo, env_id, steps, r.get("hyperparams"))
-                    label = f"{algo.upper()} ({len(runs)} seeds, {state})" if index == 0 else None
+                    label = f"{algo.upper()} ({len(runs)} seed{'s' * (len(runs) != 1)}, {state})" if index == 0 else None
                     by_steps.plot(steps, values, style, color=COLORS[algo], alpha=0.8, lw=1.2, label=label)
                     by_updates.plot(updates, values, style, color=COLORS[algo], alpha=0.8, lw=1.2, label=label)
         if env_id in ANCHORS:
