@@ -346,7 +346,12 @@ def status() -> None:
     done = finished()
     for spec in planned_runs():
         name = run_name(*spec)
-        state = "finished" if name in done else f"{progress(name):>7,} / {spec[3]:,} steps (checkpointed)"
+        if name in done:
+            state = "finished"
+        elif latest_checkpoint(RUNS / name) is None:
+            state = "no checkpoint"
+        else:
+            state = f"{progress(name):>7,} / {spec[3]:,} steps (checkpointed)"
         print(f"{name:55s} {state}{', running' if running_elsewhere(RUNS / name) else ''}")
 
 

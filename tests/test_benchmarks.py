@@ -355,6 +355,23 @@ def test_campaign_queue_starts_deferred_runs_last(tmp_path: Path, monkeypatch: p
     assert [name for name, _ in starts][-1] == campaign.run_name(*probe) and len(starts) == 6
 
 
+def test_campaign_status_tells_runs_without_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    """A run never started (or not yet at its first checkpoint) is not shown as checkpointed at 0 steps."""
+    import campaign
+
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
+    monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
+    monkeypatch.setattr(campaign, "PROBES", [])
+    checkpointed = tmp_path / "runs" / campaign.run_name("sac", "Pendulum-v1", 0, 300) / "checkpoint"
+    checkpointed.mkdir(parents=True)
+    (checkpointed / "state.json").write_text(json.dumps({"timesteps": 200}))
+    campaign.status()
+    lines = dict(line.split(maxsplit=1) for line in capsys.readouterr().out.splitlines())
+    assert lines[campaign.run_name("sac", "Pendulum-v1", 0, 300)] == "200 / 300 steps (checkpointed)"
+    assert lines[campaign.run_name("wpo", "Pendulum-v1", 0, 300)] == "no checkpoint"
+
+
 def test_campaign_variant_runs_the_zoo_entry_with_its_overrides(tmp_path: Path):
     import campaign
 
