@@ -46,8 +46,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 COLORS = {"wpo": "tab:red", "sac": "tab:blue", "wpo-utd1": "tab:orange"}
 
 # The issue's order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so
-# that each task soon says whether WPO is ahead, level or behind (and a task where WPO fails on DMC shows early); then
-# the probes; round two the further seeds (WPO 1-2, SAC 1), task by task. Seeds: WPO 0-2, SAC 0-1.
+# that each task soon says whether WPO is ahead, level or behind (and a task where WPO fails on DMC shows early); round
+# two the further seeds (WPO 1-2, SAC 1), task by task, the smallest budget first: a run that ends inside a session is
+# not lost when the next session's machine comes without the checkpoints (as it did once); then the probes. Seeds: WPO
+# 0-2, SAC 0-1.
 TASKS = [
     ("dm_control/humanoid-stand-v0", 500_000),
     ("dm_control/cartpole-swingup-v0", 200_000),
@@ -91,13 +93,14 @@ def run_name(algo: str, env_id: str, seed: int, steps: int) -> str:
 
 
 def planned_runs() -> list[tuple[str, str, int, int]]:
-    """Round one (seed 0 of each algorithm on every task), the probes, then round two (the further seeds) task by task."""
+    """Round one (seed 0 of each algorithm on every task), round two (the further seeds) task by task from the smallest
+    budget up, then the probes."""
     first = [(algo, env_id, seeds[0], steps) for env_id, steps in TASKS for algo, seeds in SEEDS.items()]
     further = []
-    for env_id, steps in TASKS:
+    for env_id, steps in sorted(TASKS, key=lambda task: task[1]):
         for index in range(1, max(len(seeds) for seeds in SEEDS.values())):
             further += [(algo, env_id, seeds[index], steps) for algo, seeds in SEEDS.items() if index < len(seeds)]
-    return first + PROBES + further
+    return first + further + PROBES
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -266,16 +266,21 @@ def test_campaign_queue_order_and_names():
         ("sac", cartpole, 0, 200_000),
     ]
     assert {(algo, seed) for algo, _, seed, _ in runs[: 2 * n_tasks]} == {("wpo", 0), ("sac", 0)}
-    # then the probe, then round two task by task
-    assert runs[2 * n_tasks] == ("wpo-utd1", humanoid, 0, 300_000)
-    assert runs[2 * n_tasks + 1 : 2 * n_tasks + 5] == [
+    # then round two task by task, the smallest budget first (cartpole-swingup's 200k; humanoid-stand's 500k last)
+    assert runs[2 * n_tasks : 2 * n_tasks + 4] == [
+        ("wpo", cartpole, 1, 200_000),
+        ("sac", cartpole, 1, 200_000),
+        ("wpo", cartpole, 2, 200_000),
+        ("wpo", "dm_control/walker-walk-v0", 1, 300_000),
+    ]
+    assert runs[5 * n_tasks - 3 : 5 * n_tasks] == [
         ("wpo", humanoid, 1, 500_000),
         ("sac", humanoid, 1, 500_000),
         ("wpo", humanoid, 2, 500_000),
-        ("wpo", cartpole, 1, 200_000),
     ]
-    n_planned = 5 * n_tasks + len(campaign.PROBES)
-    assert len(runs) == n_planned and len({campaign.run_name(*run) for run in runs}) == len(runs)
+    # then the probe
+    assert runs[5 * n_tasks :] == [("wpo-utd1", humanoid, 0, 300_000)] == campaign.PROBES
+    assert len({campaign.run_name(*run) for run in runs}) == len(runs)
 
 
 def fake_run_processes(campaign: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
