@@ -359,18 +359,26 @@ def status() -> None:
 
 
 def snapshot() -> None:
-    """The curves so far of the runs that have a checkpoint but no record yet, for the report."""
+    """The curves so far of the runs that have a checkpoint but no record yet, for the report. An unfinished run
+    whose checkpoint is gone (a session's machine came back without them) keeps its earlier snapshot, marked
+    ``lost``: the notes cite those curves, and the run starts again from 0."""
+    path = OUT / "in_progress.json"
+    earlier = {run["name"]: run for run in json.loads(path.read_text())["runs"]} if path.exists() else {}
     done = finished()
     partial = []
     for algo, env_id, seed, steps in planned_runs():
         name = run_name(algo, env_id, seed, steps)
         checkpoint = latest_checkpoint(RUNS / name)
-        if name in done or checkpoint is None:
+        if name in done:
             continue
-        state = json.loads((checkpoint / "state.json").read_text())
-        partial.append(dict(name=name, algo=algo, env_id=env_id, seed=seed, steps=steps, **state))
-    common.write_json(OUT / "in_progress.json", {"runs": partial, "meta": common.provenance()})
-    print(f"{len(partial)} runs in progress written to {OUT / 'in_progress.json'}")
+        if checkpoint is not None:
+            state = json.loads((checkpoint / "state.json").read_text())
+            partial.append(dict(name=name, algo=algo, env_id=env_id, seed=seed, steps=steps, **state))
+        elif name in earlier:
+            partial.append({**earlier[name], "lost": True})
+    common.write_json(path, {"runs": partial, "meta": common.provenance()})
+    lost = sum(run.get("lost", False) for run in partial)
+    print(f"{len(partial) - lost} runs in progress and {lost} lost runs written to {path}")
 
 
 def mean_push(mean: Any, q_grads: Any) -> dict[str, float]:
@@ -558,11 +566,13 @@ def report() -> None:
         lines.append(f"| {row['env_id']} | {wpo} | {sac} | {row['verdict']}{state} |")
     (OUT / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    unfinished = [r for r in in_progress if not r.get("lost")]
+    lost = [r for r in in_progress if r.get("lost")]
     for env_id in sorted({r["env_id"] for r in records + in_progress}):
         # Left: against environment steps (the budget); right: against gradient updates (WPO makes 0.25 per step here)
         fig, (by_steps, by_updates) = plt.subplots(1, 2, figsize=(15, 5.2), sharey=True)
         for algo in VARIANTS:
-            for runs, style, state in ((records, "-", "finished"), (in_progress, "--", "in progress")):
+            for runs, style, state in ((records, "-", "finished"), (unfinished, "--", "in progress"), (lost, ":", "lost")):
                 runs = [r for r in runs if r["env_id"] == env_id and r["algo"] == algo and r["curve"]]
                 for index, r in enumerate(runs):
                     steps = [p["timesteps"] for p in r["curve"]]
@@ -580,7 +590,7 @@ def report() -> None:
         by_steps.set_xlabel("environment steps")
         by_updates.set_xlabel("gradient updates")
         by_steps.set_ylabel("deterministic eval return (10 episodes)")
-        by_steps.set_title(f"{env_id}: one line per seed (dashed: run still in progress)", fontsize=10)
+        by_steps.set_title(f"{env_id}: one line per seed (dashed: in progress; dotted: checkpoint lost)", fontsize=10)
         by_updates.set_title("the same evaluations against the updates made so far", fontsize=10)
         for ax in (by_steps, by_updates):
             ax.legend(loc="best", fontsize=8)

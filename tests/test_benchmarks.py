@@ -377,6 +377,32 @@ def test_campaign_status_tells_runs_without_a_checkpoint(tmp_path: Path, monkeyp
     assert lines[campaign.run_name("wpo", "Pendulum-v1", 0, 300)] == "no checkpoint"
 
 
+def test_campaign_snapshot_keeps_the_curve_of_a_run_whose_checkpoint_is_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A run whose checkpoint vanished keeps its earlier snapshot, marked lost; a checkpoint or a record replaces it."""
+    import campaign
+
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
+    monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
+    monkeypatch.setattr(campaign, "PROBES", [])
+    names = [campaign.run_name(algo, "Pendulum-v1", 0, 300) for algo in ("wpo", "sac")]
+    curve = [{"timesteps": 100, "eval_mean": -1000.0}]
+    earlier = [{"name": name, "algo": name[:3], "env_id": "Pendulum-v1", "seed": 0, "curve": curve} for name in names]
+    common.write_json(tmp_path / "out" / "in_progress.json", {"runs": earlier})
+    restarted = tmp_path / "runs" / names[1] / "checkpoint"
+    restarted.mkdir(parents=True)
+    (restarted / "state.json").write_text(json.dumps({"timesteps": 200, "curve": curve * 2}))
+    campaign.snapshot()
+    runs = {run["name"]: run for run in json.loads((tmp_path / "out" / "in_progress.json").read_text())["runs"]}
+    assert runs[names[0]]["lost"] and runs[names[0]]["curve"] == curve
+    assert not runs[names[1]].get("lost") and runs[names[1]]["timesteps"] == 200
+
+    monkeypatch.setattr(campaign, "finished", lambda: {names[0]})
+    campaign.snapshot()
+    runs = {run["name"]: run for run in json.loads((tmp_path / "out" / "in_progress.json").read_text())["runs"]}
+    assert list(runs) == [names[1]], "a finished run's record replaces its snapshot"
+
+
 def test_campaign_variant_runs_the_zoo_entry_with_its_overrides(tmp_path: Path):
     import campaign
 
