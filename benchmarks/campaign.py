@@ -13,7 +13,7 @@ own ``--trained-agent`` loading. A finished run appends its record to ``results/
     python benchmarks/campaign.py status                 # finished, in-progress (checkpointed) and pending runs
     python benchmarks/campaign.py snapshot               # curves of unfinished runs so far -> in_progress.json
     python benchmarks/campaign.py diagnose               # unfinished WPO runs' policy and critic -> diagnostics.json
-    python benchmarks/campaign.py report                 # tables (finished runs) and figures (all) from both files
+    python benchmarks/campaign.py report                 # tables (finished runs), figures (all; overview.png: every task)
 """
 
 import argparse
@@ -566,27 +566,15 @@ def report() -> None:
         lines.append(f"| {row['env_id']} | {wpo} | {sac} | {row['verdict']}{state} |")
     (OUT / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    unfinished = [r for r in in_progress if not r.get("lost")]
-    lost = [r for r in in_progress if r.get("lost")]
+    groups = [
+        (records, "-", "finished"),
+        ([r for r in in_progress if not r.get("lost")], "--", "in progress"),
+        ([r for r in in_progress if r.get("lost")], ":", "lost"),
+    ]
     for env_id in sorted({r["env_id"] for r in records + in_progress}):
         # Left: against environment steps (the budget); right: against gradient updates (WPO makes 0.25 per step here)
         fig, (by_steps, by_updates) = plt.subplots(1, 2, figsize=(15, 5.2), sharey=True)
-        for algo in VARIANTS:
-            for runs, style, state in ((records, "-", "finished"), (unfinished, "--", "in progress"), (lost, ":", "lost")):
-                runs = [r for r in runs if r["env_id"] == env_id and r["algo"] == algo and r["curve"]]
-                for index, r in enumerate(runs):
-                    steps = [p["timesteps"] for p in r["curve"]]
-                    values = [p["eval_mean"] for p in r["curve"]]
-                    updates = gradient_updates(algo, env_id, steps, r.get("hyperparams"))
-                    label = f"{algo.upper()} ({len(runs)} seed{'s' * (len(runs) != 1)}, {state})" if index == 0 else None
-                    by_steps.plot(steps, values, style, color=COLORS[algo], alpha=0.8, lw=1.2, label=label)
-                    by_updates.plot(updates, values, style, color=COLORS[algo], alpha=0.8, lw=1.2, label=label)
-        if env_id in ANCHORS:
-            text, value = ANCHORS[env_id]
-            by_steps.axhline(value, color="0.4", ls=":", lw=1, label=text)
-        if env_id in THRESHOLDS:
-            by_steps.axhline(THRESHOLDS[env_id], color="0.7", ls="-.", lw=0.8, label="threshold of the table")
-            by_updates.axhline(THRESHOLDS[env_id], color="0.7", ls="-.", lw=0.8)
+        draw_runs(env_id, groups, by_steps, by_updates)
         by_steps.set_xlabel("environment steps")
         by_updates.set_xlabel("gradient updates")
         by_steps.set_ylabel("deterministic eval return (10 episodes)")
@@ -597,6 +585,76 @@ def report() -> None:
             ax.grid(alpha=0.3)
         fig.subplots_adjust(bottom=0.17, left=0.06, right=0.98, wspace=0.08)
         common.save_figure(fig, OUT / f"curves_{env_id.replace('/', '-')}.png", meta)
+
+    # The whole campaign in one figure: a panel per task, titled with the verdict so far
+    fig, axes = plt.subplots(2, (len(TASKS) + 1) // 2, figsize=(19, 8.5))
+    titles = panel_titles(records, in_progress, task_verdicts)
+    for ax, (env_id, steps) in zip(axes.flat, TASKS, strict=False):
+        draw_runs(env_id, groups, ax)
+        ax.set_title(titles[env_id], fontsize=9)
+        ax.set_xlim(0, steps)
+        ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1000:g}k")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+    for ax in axes.flat[len(TASKS) :]:
+        ax.axis("off")
+        ax.text(0, 0.5, OVERVIEW_KEY, fontsize=9, va="center", wrap=True)
+    fig.supxlabel("environment steps", fontsize=9, y=0.04)
+    fig.supylabel("deterministic eval return (10 episodes)", fontsize=9, x=0.005)
+    fig.subplots_adjust(bottom=0.1, left=0.045, right=0.99, top=0.95, hspace=0.3, wspace=0.2)
+    common.save_figure(fig, OUT / "overview.png", meta)
+
+
+OVERVIEW_KEY = (
+    "One line per seed: WPO (red, hyperparams/wpo.yml: the\nreference's example settings) and SB3's SAC (blue,\n"
+    "rl-zoo3's MuJoCo settings), each evaluated on 10\ndeterministic episodes every 10k steps. Solid: finished;\n"
+    "dashed: in progress; dotted: checkpoint lost.\nVerdict: every seed's mean of its last 3 evaluations\n"
+    "5% above (ahead) or below (behind) every SAC seed's,\nelse level. Per task, against gradient updates too:\n"
+    "curves_<task>.png; the numbers: summary.md."
+)
+
+
+def draw_runs(env_id: str, groups: list[tuple[list[dict[str, Any]], str, str]], by_steps: Any, by_updates: Any = None) -> None:
+    """A line per seed of each algorithm on ``env_id`` (style by group: finished, in progress, lost), against
+    environment steps and, on ``by_updates``, against gradient updates; the task's anchor and threshold."""
+    for algo in VARIANTS:
+        for group, style, state in groups:
+            runs = [r for r in group if r["env_id"] == env_id and r["algo"] == algo and r["curve"]]
+            for index, r in enumerate(runs):
+                steps = [p["timesteps"] for p in r["curve"]]
+                values = [p["eval_mean"] for p in r["curve"]]
+                label = f"{algo.upper()} ({len(runs)} seed{'s' * (len(runs) != 1)}, {state})" if index == 0 else None
+                by_steps.plot(steps, values, style, color=COLORS[algo], alpha=0.8, lw=1.2, label=label)
+                if by_updates is not None:
+                    updates = gradient_updates(algo, env_id, steps, r.get("hyperparams"))
+                    by_updates.plot(updates, values, style, color=COLORS[algo], alpha=0.8, lw=1.2, label=label)
+    if env_id in ANCHORS:
+        text, value = ANCHORS[env_id]
+        by_steps.axhline(value, color="0.4", ls=":", lw=1, label=text)
+    if env_id in THRESHOLDS:
+        by_steps.axhline(THRESHOLDS[env_id], color="0.7", ls="-.", lw=0.8, label="threshold of the table")
+        if by_updates is not None:
+            by_updates.axhline(THRESHOLDS[env_id], color="0.7", ls="-.", lw=0.8)
+
+
+def panel_titles(
+    records: list[dict[str, Any]], in_progress: list[dict[str, Any]], task_verdicts: list[dict[str, Any]]
+) -> dict[str, str]:
+    """Per task: its name and where it stands (WPO's verdict against SAC with the WPO+SAC seeds it rests on, or that
+    it runs, or that it has not started)."""
+    verdict = {row["env_id"]: row for row in task_verdicts}
+    titles = {}
+    for env_id, _ in TASKS:
+        if env_id in verdict:
+            row = verdict[env_id]
+            seeds = f"{len(row['wpo_last3'])}+{len(row['sac_last3'])} seeds"
+            state = f"WPO {row['verdict']} ({seeds}{'' if row['all_seeds'] else ' so far'})"
+        elif any(r["env_id"] == env_id for r in records + in_progress):
+            state = "running"
+        else:
+            state = "not started"
+        titles[env_id] = f"{env_id.removeprefix('dm_control/')}: {state}"
+    return titles
 
 
 def main() -> None:

@@ -352,6 +352,8 @@ def campaign_section(summary: dict[str, Any] | None) -> list[str]:
     out = ["## 5. Beyond Pendulum: DeepMind Control and MuJoCo (`benchmarks/campaign.py`)", "", note("campaign"), ""]
     if summary is not None and summary["groups"]:
         out += [(RES / "campaign" / "summary.md").read_text(), ""]
+    if (RES / "campaign" / "overview.png").exists():
+        out += ["![every task so far](results/campaign/overview.png)", ""]
     for png in sorted((RES / "campaign").glob("curves_*.png")):
         out.append(f"![{png.stem}](results/campaign/{png.name})")
     out.append("")

@@ -564,3 +564,38 @@ def test_campaign_verdict_needs_every_seed_beyond_the_margin():
     assert rows[cartpole]["verdict"] == "ahead" and rows[walker]["verdict"] == "level"
     assert rows[cheetah]["verdict"] == "level", "within 5%; a probe is not WPO"
     assert not rows[cartpole]["all_seeds"]
+
+
+def test_campaign_report_draws_every_task_in_one_overview(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The overview has a panel per planned task, titled with where it stands: verdict (on how many seeds), running,
+    or not started; the report writes it beside the per-task figures."""
+    import campaign
+
+    def record(algo: str, env_id: str, seed: int, last: float) -> dict[str, Any]:
+        curve = [{"timesteps": 10_000 * (i + 1), "eval_mean": last} for i in range(3)]
+        return {"algo": algo, "env_id": env_id, "seed": seed, "steps": 30_000, "curve": curve, "final_return": last}
+
+    cartpole, walker, hopper = "dm_control/cartpole-swingup-v0", "dm_control/walker-walk-v0", "Hopper-v5"
+    records = [record("wpo", cartpole, seed, 850.0) for seed in (0, 1, 2)]
+    records += [record("sac", cartpole, seed, 700.0) for seed in (0, 1)] + [record("sac", walker, 0, 900.0)]
+    records += [record("wpo", walker, 0, 600.0)]
+    in_progress = [record("wpo", hopper, 0, 1000.0)]
+    titles = campaign.panel_titles(records, in_progress, campaign.verdicts(records))
+    assert list(titles) == [env_id for env_id, _ in campaign.TASKS]
+    assert titles[cartpole] == "cartpole-swingup-v0: WPO ahead (3+2 seeds)"
+    assert titles[walker] == "walker-walk-v0: WPO behind (1+1 seeds so far)"
+    assert titles[hopper] == "Hopper-v5: running" and titles["Walker2d-v5"] == "Walker2d-v5: not started"
+
+    for item in records:
+        item["train_cpu_s"] = 60.0
+    monkeypatch.setattr(campaign, "OUT", tmp_path)
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(item) + "\n" for item in records))
+    (tmp_path / "in_progress.json").write_text(json.dumps({"runs": in_progress}))
+    campaign.report()
+    figures = {path.name for path in tmp_path.glob("*.png")}
+    assert figures == {
+        "overview.png",
+        "curves_dm_control-cartpole-swingup-v0.png",
+        "curves_dm_control-walker-walk-v0.png",
+        "curves_Hopper-v5.png",
+    }
