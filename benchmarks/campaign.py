@@ -86,6 +86,8 @@ THRESHOLDS = {
     "Hopper-v5": 1200.0,
     "Walker2d-v5": 2000.0,
 }
+# A verdict needs every WPO seed beyond every SAC seed by this share of the largest |return| of the task's seeds.
+VERDICT_MARGIN = 0.05
 
 
 def run_name(algo: str, env_id: str, seed: int, steps: int) -> str:
@@ -496,7 +498,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def verdicts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per task with finished WPO and SAC runs: ahead when every WPO seed's mean of its last 3 evaluations beats every
-    SAC seed's by more than 5% of the largest |value|, behind in the opposite case, level when the seeds overlap."""
+    SAC seed's by more than ``VERDICT_MARGIN`` of the largest |value|, behind in the opposite case, else level."""
     last3: dict[tuple[str, str], list[float]] = {}
     for record in records:
         last3.setdefault((record["env_id"], record["algo"]), []).append(last3_mean(record))
@@ -505,7 +507,7 @@ def verdicts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         wpo, sac = last3.get((env_id, "wpo")), last3.get((env_id, "sac"))
         if not (wpo and sac):
             continue
-        margin = 0.05 * max(abs(value) for value in wpo + sac)
+        margin = VERDICT_MARGIN * max(abs(value) for value in wpo + sac)
         verdict = "ahead" if min(wpo) > max(sac) + margin else "behind" if max(wpo) < min(sac) - margin else "level"
         complete = len(wpo) >= len(SEEDS["wpo"]) and len(sac) >= len(SEEDS["sac"])
         rows.append({"env_id": env_id, "wpo_last3": wpo, "sac_last3": sac, "verdict": verdict, "all_seeds": complete})
@@ -557,7 +559,8 @@ def report() -> None:
         )
     lines += [
         "",
-        "| task | WPO, last 3 evals per seed | SAC, last 3 evals per seed | WPO is (5% margin, every seed) |",
+        "| task | WPO, last 3 evals per seed | SAC, last 3 evals per seed | "
+        f"WPO is ({VERDICT_MARGIN:.0%} margin, every seed) |",
         "|---|---|---|---|",
     ]
     for row in task_verdicts:
@@ -598,20 +601,25 @@ def report() -> None:
         ax.legend(loc="best", fontsize=7)
     for ax in axes.flat[len(TASKS) :]:
         ax.axis("off")
-        ax.text(0, 0.5, OVERVIEW_KEY, fontsize=9, va="center", wrap=True)
+        ax.text(0, 0.5, overview_key(records), fontsize=9, va="center", wrap=True)
     fig.supxlabel("environment steps", fontsize=9, y=0.04)
     fig.supylabel("deterministic eval return (10 episodes)", fontsize=9, x=0.005)
     fig.subplots_adjust(bottom=0.1, left=0.045, right=0.99, top=0.95, hspace=0.3, wspace=0.2)
     common.save_figure(fig, OUT / "overview.png", meta)
 
 
-OVERVIEW_KEY = (
-    "One line per seed: WPO (red, hyperparams/wpo.yml: the\nreference's example settings) and SB3's SAC (blue,\n"
-    "rl-zoo3's MuJoCo settings), each evaluated on 10\ndeterministic episodes every 10k steps. Solid: finished;\n"
-    "dashed: in progress; dotted: checkpoint lost.\nVerdict: every seed's mean of its last 3 evaluations\n"
-    "5% above (ahead) or below (behind) every SAC seed's,\nelse level. Per task, against gradient updates too:\n"
-    "curves_<task>.png; the numbers: summary.md."
-)
+def overview_key(records: list[dict[str, Any]]) -> str:
+    """The overview's key, with the evaluation schedule the finished runs used and the verdict's margin."""
+    schedules = sorted({(r["n_eval_episodes"], r["eval_freq"]) for r in records if "eval_freq" in r})
+    schedule = " or ".join(f"{episodes}\ndeterministic episodes every {freq / 1000:g}k steps" for episodes, freq in schedules)
+    schedule = schedule or "a schedule of\nits own"
+    return (
+        "One line per seed: WPO (red, hyperparams/wpo.yml: the\nreference's example settings) and SB3's SAC (blue,\n"
+        f"rl-zoo3's MuJoCo settings), each evaluated on {schedule}. Solid: finished;\n"
+        "dashed: in progress; dotted: checkpoint lost.\nVerdict: every seed's mean of its last 3 evaluations\n"
+        f"{VERDICT_MARGIN:.0%} above (ahead) or below (behind) every SAC seed's,\nelse level. Per task, against gradient "
+        "updates too:\ncurves_<task>.png; the numbers: summary.md."
+    )
 
 
 def draw_runs(env_id: str, groups: list[tuple[list[dict[str, Any]], str, str]], by_steps: Any, by_updates: Any = None) -> None:
@@ -640,17 +648,24 @@ def draw_runs(env_id: str, groups: list[tuple[list[dict[str, Any]], str, str]], 
 def panel_titles(
     records: list[dict[str, Any]], in_progress: list[dict[str, Any]], task_verdicts: list[dict[str, Any]]
 ) -> dict[str, str]:
-    """Per task: its name and where it stands (WPO's verdict against SAC with the WPO+SAC seeds it rests on, or that
-    it runs, or that it has not started)."""
+    """Per task: its name and where it stands: WPO's verdict against SAC with the WPO+SAC seeds it rests on; else
+    running, finished by one algorithm only, checkpoint lost (to run again), or not started."""
     verdict = {row["env_id"]: row for row in task_verdicts}
     titles = {}
     for env_id, _ in TASKS:
+        lost = [r for r in in_progress if r["env_id"] == env_id and r.get("lost")]
+        running = [r for r in in_progress if r["env_id"] == env_id and not r.get("lost")]
+        done = sorted({r["algo"].upper() for r in records if r["env_id"] == env_id})
         if env_id in verdict:
             row = verdict[env_id]
             seeds = f"{len(row['wpo_last3'])}+{len(row['sac_last3'])} seeds"
             state = f"WPO {row['verdict']} ({seeds}{'' if row['all_seeds'] else ' so far'})"
-        elif any(r["env_id"] == env_id for r in records + in_progress):
+        elif running:
             state = "running"
+        elif done:
+            state = f"{' and '.join(done)} finished, no pair yet"
+        elif lost:
+            state = "checkpoint lost, to run again"
         else:
             state = "not started"
         titles[env_id] = f"{env_id.removeprefix('dm_control/')}: {state}"

@@ -578,13 +578,15 @@ def test_campaign_report_draws_every_task_in_one_overview(tmp_path: Path, monkey
     cartpole, walker, hopper = "dm_control/cartpole-swingup-v0", "dm_control/walker-walk-v0", "Hopper-v5"
     records = [record("wpo", cartpole, seed, 850.0) for seed in (0, 1, 2)]
     records += [record("sac", cartpole, seed, 700.0) for seed in (0, 1)] + [record("sac", walker, 0, 900.0)]
-    records += [record("wpo", walker, 0, 600.0)]
-    in_progress = [record("wpo", hopper, 0, 1000.0)]
+    records += [record("wpo", walker, 0, 600.0), record("wpo", "HalfCheetah-v5", 0, 5000.0)]
+    in_progress = [record("wpo", hopper, 0, 1000.0), {**record("sac", "dm_control/cheetah-run-v0", 0, 300.0), "lost": True}]
     titles = campaign.panel_titles(records, in_progress, campaign.verdicts(records))
     assert list(titles) == [env_id for env_id, _ in campaign.TASKS]
     assert titles[cartpole] == "cartpole-swingup-v0: WPO ahead (3+2 seeds)"
     assert titles[walker] == "walker-walk-v0: WPO behind (1+1 seeds so far)"
     assert titles[hopper] == "Hopper-v5: running" and titles["Walker2d-v5"] == "Walker2d-v5: not started"
+    assert titles["HalfCheetah-v5"] == "HalfCheetah-v5: WPO finished, no pair yet"
+    assert titles["dm_control/cheetah-run-v0"] == "cheetah-run-v0: checkpoint lost, to run again"
 
     for item in records:
         item["train_cpu_s"] = 60.0
@@ -598,4 +600,16 @@ def test_campaign_report_draws_every_task_in_one_overview(tmp_path: Path, monkey
         "curves_dm_control-cartpole-swingup-v0.png",
         "curves_dm_control-walker-walk-v0.png",
         "curves_Hopper-v5.png",
+        "curves_HalfCheetah-v5.png",
+        "curves_dm_control-cheetah-run-v0.png",
     }
+
+
+def test_campaign_overview_key_states_the_schedule_and_margin_the_report_used(monkeypatch: pytest.MonkeyPatch):
+    import campaign
+
+    records = [{"eval_freq": 10_000, "n_eval_episodes": 10}, {"eval_freq": 5_000, "n_eval_episodes": 5}]
+    monkeypatch.setattr(campaign, "VERDICT_MARGIN", 0.1)
+    key = campaign.overview_key(records).replace("\n", " ")
+    assert "5 deterministic episodes every 5k steps or 10 deterministic episodes every 10k steps" in key
+    assert "10% above (ahead) or below (behind)" in key
