@@ -475,8 +475,12 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (env_id, algo), runs in sorted(groups.items(), key=lambda item: (order.get(item[0][0], 99), item[0][1])):
         finals = np.array([r["final_return"] for r in runs])
         last3 = np.array([last3_mean(r) for r in runs])
-        first_steps = [steps_to_threshold(r["curve"], THRESHOLDS[env_id]) for r in runs if env_id in THRESHOLDS]
-        reached = [steps for steps in first_steps if steps is not None]
+        first_steps = [(steps_to_threshold(r["curve"], THRESHOLDS[env_id]), r) for r in runs if env_id in THRESHOLDS]
+        reached = [steps for steps, _ in first_steps if steps is not None]
+        # The same points in gradient updates: WPO and SAC make different numbers per step
+        reached_updates = [
+            gradient_updates(algo, env_id, [steps], r.get("hyperparams"))[0] for steps, r in first_steps if steps is not None
+        ]
         rows.append(
             {
                 "env_id": env_id,
@@ -490,6 +494,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "threshold": THRESHOLDS.get(env_id),
                 "seeds_reaching_threshold": len(reached),
                 "steps_to_threshold_median": float(np.median(reached)) if reached else None,
+                "updates_to_threshold_median": float(np.median(reached_updates)) if reached else None,
                 "train_cpu_h_median": float(np.median([r["train_cpu_s"] for r in runs]) / 3600),
             }
         )
@@ -541,8 +546,8 @@ def report() -> None:
     task_verdicts = verdicts(records)
     common.write_json(OUT / "summary.json", {"groups": rows, "verdicts": task_verdicts, "meta": meta})
     lines = [
-        "| task | algo | steps | seeds | final return mean ± std | mean of last 3 evals | steps to threshold "
-        "(median of seeds reaching it) | train CPU h (median) | anchor |",
+        "| task | algo | steps | seeds | final return mean ± std | mean of last 3 evals | steps (gradient updates) to "
+        "threshold, median of seeds reaching it | train CPU h (median) | anchor |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -550,7 +555,8 @@ def report() -> None:
         to_threshold = "—"
         if row["threshold"] is not None:
             median = row["steps_to_threshold_median"]
-            reached = f"{median:,.0f}" if median is not None else "not reached"
+            updates = row["updates_to_threshold_median"]
+            reached = f"{median:,.0f} ({updates:,.0f})" if median is not None else "not reached"
             to_threshold = f"≥ {row['threshold']:g}: {reached} ({row['seeds_reaching_threshold']}/{len(row['seeds'])})"
         lines.append(
             f"| {row['env_id']} | {row['algo'].upper()} | {row['steps']:,} | {len(row['seeds'])} | "

@@ -539,10 +539,12 @@ def test_campaign_summary_counts_steps_to_the_threshold():
             "curve": curve,
             "final_return": evals[-1],
             "train_cpu_s": 3600.0,
+            "hyperparams": {"learning_starts": 5_000, "train_freq": 4, "gradient_steps": 2},
         }
 
     (row,) = campaign.summarize([record(0, [5.0, 150.0, 90.0]), record(1, [5.0, 6.0, 120.0]), record(2, [5.0, 6.0, 7.0])])
     assert row["seeds_reaching_threshold"] == 2 and row["steps_to_threshold_median"] == 25_000
+    assert row["updates_to_threshold_median"] == (25_000 - 5_000) * 2 / 4, "as the run's own hyperparameters make them"
     assert row["last3_mean"] == pytest.approx(np.mean([(5 + 150 + 90) / 3, (5 + 6 + 120) / 3, 6.0]))
 
 
