@@ -476,11 +476,10 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         finals = np.array([r["final_return"] for r in runs])
         last3 = np.array([last3_mean(r) for r in runs])
         first_steps = [(steps_to_threshold(r["curve"], THRESHOLDS[env_id]), r) for r in runs if env_id in THRESHOLDS]
-        reached = [steps for steps, _ in first_steps if steps is not None]
+        reached_by = [(steps, r) for steps, r in first_steps if steps is not None]
+        reached = [steps for steps, _ in reached_by]
         # The same points in gradient updates: WPO and SAC make different numbers per step
-        reached_updates = [
-            gradient_updates(algo, env_id, [steps], r.get("hyperparams"))[0] for steps, r in first_steps if steps is not None
-        ]
+        reached_updates = [gradient_updates(algo, env_id, [steps], r.get("hyperparams"))[0] for steps, r in reached_by]
         rows.append(
             {
                 "env_id": env_id,
