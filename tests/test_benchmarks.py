@@ -278,8 +278,9 @@ def test_campaign_queue_order_and_names():
         ("sac", humanoid, 1, 500_000),
         ("wpo", humanoid, 2, 500_000),
     ]
-    # then the probe
-    assert runs[5 * n_tasks :] == [("wpo-utd1", humanoid, 0, 300_000)] == campaign.PROBES
+    # then the probes, the cheaper first
+    assert runs[5 * n_tasks :] == [("wpo-utd1", "HalfCheetah-v5", 0, 150_000), ("wpo-utd1", humanoid, 0, 300_000)]
+    assert runs[5 * n_tasks :] == campaign.PROBES
     assert len({campaign.run_name(*run) for run in runs}) == len(runs)
 
 
