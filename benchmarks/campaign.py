@@ -13,6 +13,7 @@ own ``--trained-agent`` loading. A finished run appends its record to ``results/
     python benchmarks/campaign.py status                 # finished, in-progress (checkpointed) and pending runs
     python benchmarks/campaign.py snapshot               # curves of unfinished runs so far -> in_progress.json
     python benchmarks/campaign.py diagnose               # unfinished WPO runs' policy and critic -> diagnostics.json
+    python benchmarks/campaign.py noise                  # finished runs' exploration noise -> action_noise.json
     python benchmarks/campaign.py report                 # tables (finished runs), figures (all; overview.png: every task)
 """
 
@@ -461,6 +462,56 @@ def diagnose(batch_size: int = 1024) -> None:
     print(f"{len(diagnostics)} diagnoses in {path}")
 
 
+def action_noise(n_states: int = 1000, n_samples: int = 20) -> None:
+    """How much each finished run's final policy still explores: on the states of its deterministic policy's own
+    trajectory (``n_states`` steps of the evaluation env), the RMS distance of ``n_samples`` stochastic actions, as
+    the run executes them (SAC's squashed, WPO's clipped), from the deterministic action, in SB3's normalized action
+    units [-1, 1], and the share of them at a bound (|a| ≥ 0.99: SAC's tanh never reaches 1). WPO's std is held
+    near its initial 0.5 by the reference's fixed std penalty (α_std = 1e4); SAC tunes its entropy.
+    -> ``action_noise.json``"""
+    import tempfile
+
+    import torch as th
+
+    th.set_num_threads(1)
+    path, meta, entries = OUT / "action_noise.json", common.provenance(), []
+    for record in common.read_jsonl(OUT / "runs.jsonl"):
+        checkpoint = latest_checkpoint(RUNS / record["name"])
+        if checkpoint is None or json.loads((checkpoint / "state.json").read_text())["timesteps"] != record["steps"]:
+            continue  # this machine no longer has the final model
+        run = (record["algo"], record["env_id"], record["seed"], record["steps"])
+        with tempfile.TemporaryDirectory() as log_folder:
+            # Loaded as a resumed run loads it, with the run's own evaluation env
+            experiment = make_experiment(*run, Path(log_folder), trained_agent=str(checkpoint / "model.zip"))
+            model, _ = experiment.setup_experiment()
+            env = experiment.create_envs(1, eval_env=True, no_log=True)
+            env.seed(record["seed"])
+            th.manual_seed(record["seed"])
+            observation, observations = env.reset(), []
+            for _ in range(n_states):
+                observations.append(observation)
+                action, _ = model.predict(observation, deterministic=True)
+                observation, *_ = env.step(action)
+        states = model.policy.obs_to_tensor(np.concatenate(observations))[0]
+        with th.no_grad():
+            deterministic = model.actor(states, deterministic=True)
+            stochastic = th.stack([model.actor(states, deterministic=False) for _ in range(n_samples)])
+        entry = {
+            "name": record["name"],
+            "algo": record["algo"],
+            "env_id": record["env_id"],
+            "seed": record["seed"],
+            "timesteps": record["steps"],
+            "action_noise_rms": float((stochastic - deterministic).pow(2).mean().sqrt()),
+            "stochastic_actions_at_bounds": float((stochastic.abs() >= 0.99).float().mean()),
+            "deterministic_actions_at_bounds": float((deterministic.abs() >= 0.99).float().mean()),
+        }
+        entries.append(entry)
+        print(json.dumps(entry))
+    common.write_json(path, {"runs": entries, "n_states": n_states, "n_samples": n_samples, "meta": meta})
+    print(f"{len(entries)} finished runs measured in {path}")
+
+
 def steps_to_threshold(curve: list[dict[str, Any]], threshold: float) -> int | None:
     """Environment steps at the first evaluation reaching ``threshold``; None if none did."""
     return next((point["timesteps"] for point in curve if point["eval_mean"] >= threshold), None)
@@ -684,7 +735,7 @@ def panel_titles(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("run", "queue", "status", "snapshot", "diagnose", "report"))
+    parser.add_argument("command", choices=("run", "queue", "status", "snapshot", "diagnose", "noise", "report"))
     parser.add_argument("--algo", choices=tuple(VARIANTS))
     parser.add_argument("--env", help="environment id, e.g. dm_control/humanoid-stand-v0")
     parser.add_argument("--seed", type=int, default=0)
@@ -711,6 +762,8 @@ def main() -> None:
         snapshot()
     elif args.command == "diagnose":
         diagnose()
+    elif args.command == "noise":
+        action_noise()
     else:
         report()
 

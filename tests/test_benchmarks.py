@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -491,6 +492,29 @@ def test_campaign_diagnoses_an_unfinished_wpo_run_from_its_checkpoint(tmp_path: 
     assert entry["pi_std_quantiles_5_50_95"][1] == pytest.approx(0.5, abs=0.01)  # the initial std: no update yet
     assert 0.0 <= entry["sampled_actions_clipped"] <= 1.0 and entry["alpha_std"] == pytest.approx(1e4)
     assert 0.0 < entry["pi_means_pushed_outward"] < 1.0
+
+
+def test_campaign_measures_the_exploration_noise_of_finished_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Finished runs whose final model is still on the machine; not a run without it or one stopped short."""
+    import campaign
+
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
+    monkeypatch.setitem(campaign.CONFIGS, "sac", None)  # the zoo's own SAC config has Pendulum-v1
+    for algo in ("wpo", "sac"):
+        campaign.run(algo, "Pendulum-v1", 0, 200, eval_freq=200, n_eval_episodes=1, save_freq=200)
+    records = common.read_jsonl(tmp_path / "out" / "runs.jsonl")
+    common.append_jsonl(tmp_path / "out" / "runs.jsonl", {**records[0], "name": "gone", "steps": 200})
+    shutil.copytree(tmp_path / "runs" / records[0]["name"], tmp_path / "runs" / "short")
+    common.append_jsonl(tmp_path / "out" / "runs.jsonl", {**records[0], "name": "short", "steps": 400})
+    campaign.action_noise(n_states=50, n_samples=4)
+    measured = json.loads((tmp_path / "out" / "action_noise.json").read_text())
+    wpo, sac = measured["runs"]
+    assert (wpo["algo"], sac["algo"]) == ("wpo", "sac") and measured["n_samples"] == 4 and measured["meta"]["commit"]
+    # No updates yet (learning_starts > 200): WPO's clipped N(μ≈0, 0.5), SAC's tanh(N(μ≈0, 1)) around tanh(μ)
+    assert wpo["action_noise_rms"] == pytest.approx(0.47, abs=0.08)
+    assert sac["action_noise_rms"] == pytest.approx(0.63, abs=0.1)
+    assert 0.0 < wpo["stochastic_actions_at_bounds"] < 0.2 and sac["deterministic_actions_at_bounds"] == 0.0
 
 
 def test_campaign_mean_push_tells_which_way_the_policy_loss_moves_each_mean():
