@@ -280,7 +280,12 @@ def test_campaign_queue_order_and_names():
         ("wpo", humanoid, 2, 500_000),
     ]
     # then the probes, the cheaper first
-    assert runs[5 * n_tasks :] == [("wpo-utd1", "HalfCheetah-v5", 0, 150_000), ("wpo-utd1", humanoid, 0, 300_000)]
+    cheetah = "HalfCheetah-v5"
+    assert runs[5 * n_tasks :] == [
+        ("wpo-utd1", cheetah, 0, 150_000),
+        ("wpo-std0.2", cheetah, 0, 150_000),
+        ("wpo-utd1", humanoid, 0, 300_000),
+    ]
     assert runs[5 * n_tasks :] == campaign.PROBES
     assert len({campaign.run_name(*run) for run in runs}) == len(runs)
 
@@ -412,6 +417,9 @@ def test_campaign_variant_runs_the_zoo_entry_with_its_overrides(tmp_path: Path):
     assert model.train_freq.frequency == 1 and hyperparams["train_freq"] == 1  # the Pendulum-v1 entry has 2
     assert model.num_samples == 8, "the rest of the entry is kept"
     assert campaign.gradient_updates("wpo-utd1", "dm_control/humanoid-stand-v0", [50_000]) == [40_000]
+    model, hyperparams = campaign.make_experiment("wpo-std0.2", "HalfCheetah-v5", 0, 100, tmp_path).setup_experiment()
+    assert model.actor.init_std == 0.2 and model.actor.layer_norm and model.actor.net_arch == [256, 256, 256]
+    assert hyperparams["target_aggregation"] == "max", "the rest of the entry is kept"
 
 
 def test_campaign_run_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
