@@ -420,6 +420,9 @@ def test_campaign_variant_runs_the_zoo_entry_with_its_overrides(tmp_path: Path):
     model, hyperparams = campaign.make_experiment("wpo-std0.2", "HalfCheetah-v5", 0, 100, tmp_path).setup_experiment()
     assert model.actor.init_std == 0.2 and model.actor.layer_norm and model.actor.net_arch == [256, 256, 256]
     assert hyperparams["target_aggregation"] == "max", "the rest of the entry is kept"
+    # The variant repeats the entry's policy_kwargs (the zoo replaces the whole value): it must not drift from it
+    entry = yaml.safe_load(Path(common.zoo_file("wpo")).read_text())["HalfCheetah-v5"]["policy_kwargs"]
+    assert campaign.VARIANTS["wpo-std0.2"][1]["policy_kwargs"] == entry.removesuffix(")") + ", init_std=0.2)"
 
 
 def test_campaign_run_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
