@@ -328,7 +328,8 @@ def queue(args: argparse.Namespace) -> None:
     """The planned runs not yet finished, in order (resumable ones first), ``--processes`` at a time counting runs
     that other processes hold, each in its own process (one torch thread) logging to ``<run dir>/log.txt``. The
     state is read again every ``--poll-s`` seconds, so a queue can be restarted (or the plan changed) while runs go
-    on; a run that fails is not started again by the same queue. Runs named in ``--defer`` start only when no other
+    on; a run that fails is not started again by the same queue. Runs named in ``--first`` start before any other
+    (a probe whose answer is wanted before the plan reaches it); runs named in ``--defer`` start only when no other
     run is left (a probe with a checkpoint would otherwise go first)."""
     started: dict[str, subprocess.Popen] = {}
     failed: set[str] = set()
@@ -347,8 +348,9 @@ def queue(args: argparse.Namespace) -> None:
         todo = [spec for spec in todo if spec not in elsewhere]
         if not (todo or started or elsewhere):
             break
-        # stable: resumable runs first, then plan order; deferred runs last
-        todo.sort(key=lambda spec: (run_name(*spec) in args.defer, progress(run_name(*spec)) == 0))
+        # stable: runs named first, then resumable runs, then plan order; deferred runs last
+        names = {spec: run_name(*spec) for spec in todo}
+        todo.sort(key=lambda spec: (names[spec] not in args.first, names[spec] in args.defer, progress(names[spec]) == 0))
         while todo and len(started) + len(elsewhere) < min(args.processes, 2):
             algo, env_id, seed, steps = todo.pop(0)
             name = run_name(algo, env_id, seed, steps)
@@ -753,6 +755,7 @@ def main() -> None:
     parser.add_argument("--save-freq", type=int, default=25_000)
     parser.add_argument("--processes", type=int, default=2, help="queue: runs at a time (at most 2)")
     parser.add_argument("--poll-s", type=float, default=10.0, help="queue: seconds between looks at the runs")
+    parser.add_argument("--first", nargs="*", default=[], metavar="RUN", help="queue: runs to start before any other")
     parser.add_argument("--defer", nargs="*", default=[], metavar="RUN", help="queue: runs to start last")
     args = parser.parse_args()
     if args.command == "run":

@@ -339,7 +339,7 @@ def test_campaign_queue_counts_and_skips_runs_held_by_other_processes(tmp_path: 
         campaign.hold_run_lock(held_dir)
 
     starts = fake_run_processes(campaign, monkeypatch)
-    campaign.queue(argparse.Namespace(processes=2, eval_freq=100, save_freq=100, poll_s=0.05, defer=[]))
+    campaign.queue(argparse.Namespace(processes=2, eval_freq=100, save_freq=100, poll_s=0.05, first=[], defer=[]))
     holder.wait()
     names = [name for name, _ in starts]
     assert len(names) == 5 and len(set(names)) == 5
@@ -358,13 +358,31 @@ def test_campaign_queue_starts_deferred_runs_last(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(campaign, "PROBES", [probe])
     monkeypatch.setattr(campaign, "progress", lambda name: 100 if name == campaign.run_name(*probe) else 0)
     starts = fake_run_processes(campaign, monkeypatch)
-    campaign.queue(argparse.Namespace(processes=1, eval_freq=100, save_freq=100, poll_s=0.01, defer=[]))
+    campaign.queue(argparse.Namespace(processes=1, eval_freq=100, save_freq=100, poll_s=0.01, first=[], defer=[]))
     assert starts[0][0] == campaign.run_name(*probe), "resumable runs go first"
 
     starts = fake_run_processes(campaign, monkeypatch)
     deferred = [campaign.run_name(*probe)]
-    campaign.queue(argparse.Namespace(processes=1, eval_freq=100, save_freq=100, poll_s=0.01, defer=deferred))
+    campaign.queue(argparse.Namespace(processes=1, eval_freq=100, save_freq=100, poll_s=0.01, first=[], defer=deferred))
     assert [name for name, _ in starts][-1] == campaign.run_name(*probe) and len(starts) == 6
+
+
+def test_campaign_queue_starts_runs_named_first_before_resumable_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A run named in ``--first`` goes before the plan and before a resumable run; the rest keep their order."""
+    import campaign
+
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
+    probes = [("wpo-utd1", "Pendulum-v1", 0, 300), ("wpo-std0.2", "Pendulum-v1", 0, 300)]
+    monkeypatch.setattr(campaign, "PROBES", probes)
+    resumable = campaign.run_name("sac", "Pendulum-v1", 1, 300)
+    monkeypatch.setattr(campaign, "progress", lambda name: 100 if name == resumable else 0)
+    starts = fake_run_processes(campaign, monkeypatch)
+    first = [campaign.run_name(*probes[1])]
+    campaign.queue(argparse.Namespace(processes=1, eval_freq=100, save_freq=100, poll_s=0.01, first=first, defer=[]))
+    plan = [campaign.run_name(*spec) for spec in campaign.planned_runs()]
+    rest = [name for name in plan if name not in [*first, resumable]]
+    assert [name for name, _ in starts] == [*first, resumable, *rest]
 
 
 def test_campaign_status_tells_runs_without_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
