@@ -584,6 +584,23 @@ def verdicts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def probe_comparisons(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each finished probe beside the same seed's WPO and SAC runs at the probe's last evaluation (a probe runs a
+    shorter budget, so the table's final returns do not compare); None where that run or evaluation is missing."""
+    at_step = {(r["algo"], r["env_id"], r["seed"]): {p["timesteps"]: p["eval_mean"] for p in r["curve"]} for r in records}
+    rows = []
+    for record in records:
+        if record["algo"] in SEEDS:
+            continue
+        last = record["curve"][-1]
+        row = {"algo": record["algo"], "env_id": record["env_id"], "seed": record["seed"], "timesteps": last["timesteps"]}
+        row["eval_mean"] = last["eval_mean"]
+        for algo in SEEDS:
+            row[f"{algo}_eval_mean"] = at_step.get((algo, record["env_id"], record["seed"]), {}).get(last["timesteps"])
+        rows.append(row)
+    return rows
+
+
 def gradient_updates(algo: str, env_id: str, timesteps: list[int], hyperparams: dict[str, Any] | None = None) -> list[float]:
     """Gradient updates made by ``timesteps`` environment steps: gradient_steps / train_freq per step after
     learning_starts, from the run's hyperparameters (a finished run's record) or else its config file."""
@@ -609,7 +626,8 @@ def report() -> None:
     meta = common.provenance()
     rows = summarize(records) if records else []
     task_verdicts = verdicts(records)
-    common.write_json(OUT / "summary.json", {"groups": rows, "verdicts": task_verdicts, "meta": meta})
+    probes = probe_comparisons(records)
+    common.write_json(OUT / "summary.json", {"groups": rows, "verdicts": task_verdicts, "probes": probes, "meta": meta})
     lines = [
         "| task | algo | steps | seeds | final return mean ± std | mean of last 3 evals | steps (gradient updates) to "
         "threshold, median of seeds reaching it | train CPU h (median) | anchor |",
@@ -638,6 +656,11 @@ def report() -> None:
         wpo, sac = (", ".join(f"{value:.1f}" for value in row[key]) for key in ("wpo_last3", "sac_last3"))
         state = "" if row["all_seeds"] else f" (so far: {len(row['wpo_last3'])} WPO, {len(row['sac_last3'])} SAC seeds)"
         lines.append(f"| {row['env_id']} | {wpo} | {sac} | {row['verdict']}{state} |")
+    if probes:
+        lines += ["", "| probe | task | seed | steps | probe's eval | WPO's eval there | SAC's eval there |", "|" + "---|" * 7]
+    for row in probes:
+        there = ("—" if row[key] is None else f"{row[key]:.1f}" for key in ("eval_mean", "wpo_eval_mean", "sac_eval_mean"))
+        lines.append(f"| {row['algo']} | {row['env_id']} | {row['seed']} | {row['timesteps']:,} | {' | '.join(there)} |")
     (OUT / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     groups = [

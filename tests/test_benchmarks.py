@@ -622,6 +622,30 @@ def test_campaign_verdict_needs_every_seed_beyond_the_margin():
     assert not rows[cartpole]["all_seeds"]
 
 
+def test_campaign_compares_a_probe_with_the_same_seed_at_its_budget():
+    """A probe's last evaluation beside WPO's and SAC's at the same step and seed, not at their longer budgets."""
+    import campaign
+
+    def record(algo: str, seed: int, evals: list[float]) -> dict[str, Any]:
+        curve = [{"timesteps": 10_000 * (i + 1), "eval_mean": value} for i, value in enumerate(evals)]
+        return {"algo": algo, "env_id": "HalfCheetah-v5", "seed": seed, "curve": curve}
+
+    records = [record("wpo", 0, [1.0, 2.0, 3.0]), record("sac", 0, [4.0, 5.0, 6.0]), record("sac", 1, [7.0, 8.0, 9.0])]
+    records += [record("wpo-std0.2", 0, [0.5, 1.5]), record("wpo-utd1", 1, [10.0, 11.0])]
+    rows = {row["algo"]: row for row in campaign.probe_comparisons(records)}
+    assert set(rows) == {"wpo-std0.2", "wpo-utd1"}, "WPO and SAC are not probes"
+    assert rows["wpo-std0.2"] == {
+        "algo": "wpo-std0.2",
+        "env_id": "HalfCheetah-v5",
+        "seed": 0,
+        "timesteps": 20_000,
+        "eval_mean": 1.5,
+        "wpo_eval_mean": 2.0,
+        "sac_eval_mean": 5.0,
+    }
+    assert rows["wpo-utd1"]["wpo_eval_mean"] is None and rows["wpo-utd1"]["sac_eval_mean"] == 8.0, "seed 1 has no WPO run"
+
+
 def test_campaign_report_draws_every_task_in_one_overview(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The overview has a panel per planned task, titled with where it stands: verdict (on how many seeds), running,
     or not started; the report writes it beside the per-task figures."""
@@ -644,6 +668,7 @@ def test_campaign_report_draws_every_task_in_one_overview(tmp_path: Path, monkey
     assert titles["HalfCheetah-v5"] == "HalfCheetah-v5: WPO finished, no pair yet"
     assert titles["dm_control/cheetah-run-v0"] == "cheetah-run-v0: checkpoint lost, to run again"
 
+    records.append(record("wpo-std0.2", cartpole, 0, 400.0))
     for item in records:
         item["train_cpu_s"] = 60.0
     monkeypatch.setattr(campaign, "OUT", tmp_path)
@@ -659,6 +684,8 @@ def test_campaign_report_draws_every_task_in_one_overview(tmp_path: Path, monkey
         "curves_HalfCheetah-v5.png",
         "curves_dm_control-cheetah-run-v0.png",
     }
+    probe_line = f"| wpo-std0.2 | {cartpole} | 0 | 30,000 | 400.0 | 850.0 | 700.0 |"
+    assert probe_line in (tmp_path / "summary.md").read_text().splitlines()
 
 
 def test_campaign_overview_key_states_the_schedule_and_margin_the_report_used(monkeypatch: pytest.MonkeyPatch):
