@@ -585,18 +585,29 @@ def verdicts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def probe_comparisons(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each finished probe beside the same seed's WPO and SAC runs at the probe's last evaluation (a probe runs a
-    shorter budget, so the table's final returns do not compare); None where that run or evaluation is missing."""
-    at_step = {(r["algo"], r["env_id"], r["seed"]): {p["timesteps"]: p["eval_mean"] for p in r["curve"]} for r in records}
+    """Each finished probe beside every finished WPO and SAC seed of its task at the probe's last evaluation (a probe
+    runs a shorter budget, so the table's final returns do not compare; and one probe seed is read against the spread
+    of the seeds, not against its own seed's run alone)."""
+    evals: dict[tuple[str, str], dict[int, dict[int, float]]] = {}  # (algo, task) -> seed -> timesteps -> eval
+    for record in sorted(records, key=lambda record: record["seed"]):
+        curve = {point["timesteps"]: point["eval_mean"] for point in record["curve"]}
+        evals.setdefault((record["algo"], record["env_id"]), {})[record["seed"]] = curve
     rows = []
     for record in records:
         if record["algo"] in SEEDS:
             continue
         last = record["curve"][-1]
-        row = {"algo": record["algo"], "env_id": record["env_id"], "seed": record["seed"], "timesteps": last["timesteps"]}
-        row["eval_mean"] = last["eval_mean"]
+        step, env_id = last["timesteps"], record["env_id"]
+        row = {
+            "algo": record["algo"],
+            "env_id": env_id,
+            "seed": record["seed"],
+            "timesteps": step,
+            "eval_mean": last["eval_mean"],
+        }
         for algo in SEEDS:
-            row[f"{algo}_eval_mean"] = at_step.get((algo, record["env_id"], record["seed"]), {}).get(last["timesteps"])
+            seeds = evals.get((algo, env_id), {})
+            row[f"{algo}_eval_means"] = {seed: curve[step] for seed, curve in seeds.items() if step in curve}
         rows.append(row)
     return rows
 
@@ -657,10 +668,16 @@ def report() -> None:
         state = "" if row["all_seeds"] else f" (so far: {len(row['wpo_last3'])} WPO, {len(row['sac_last3'])} SAC seeds)"
         lines.append(f"| {row['env_id']} | {wpo} | {sac} | {row['verdict']}{state} |")
     if probes:
-        lines += ["", "| probe | task | seed | steps | probe's eval | WPO's eval there | SAC's eval there |", "|" + "---|" * 7]
+        header = "| probe | task | seed | steps | probe's eval | WPO's evals there, per seed | SAC's evals there, per seed |"
+        lines += ["", header, "|" + "---|" * 7]
     for row in probes:
-        there = ("—" if row[key] is None else f"{row[key]:.1f}" for key in ("eval_mean", "wpo_eval_mean", "sac_eval_mean"))
-        lines.append(f"| {row['algo']} | {row['env_id']} | {row['seed']} | {row['timesteps']:,} | {' | '.join(there)} |")
+        wpo, sac = (
+            ", ".join(f"s{seed} {value:.1f}" for seed, value in row[f"{algo}_eval_means"].items()) for algo in ("wpo", "sac")
+        )
+        lines.append(
+            f"| {row['algo']} | {row['env_id']} | {row['seed']} | {row['timesteps']:,} | {row['eval_mean']:.1f} | "
+            f"{wpo or '—'} | {sac or '—'} |"
+        )
     (OUT / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     groups = [

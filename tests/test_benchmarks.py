@@ -622,16 +622,16 @@ def test_campaign_verdict_needs_every_seed_beyond_the_margin():
     assert not rows[cartpole]["all_seeds"]
 
 
-def test_campaign_compares_a_probe_with_the_same_seed_at_its_budget():
-    """A probe's last evaluation beside WPO's and SAC's at the same step and seed, not at their longer budgets."""
+def test_campaign_compares_a_probe_with_every_seed_at_its_budget():
+    """A probe's last evaluation beside every WPO and SAC seed's at the same step, not at their longer budgets."""
     import campaign
 
     def record(algo: str, seed: int, evals: list[float]) -> dict[str, Any]:
         curve = [{"timesteps": 10_000 * (i + 1), "eval_mean": value} for i, value in enumerate(evals)]
         return {"algo": algo, "env_id": "HalfCheetah-v5", "seed": seed, "curve": curve}
 
-    records = [record("wpo", 0, [1.0, 2.0, 3.0]), record("sac", 0, [4.0, 5.0, 6.0]), record("sac", 1, [7.0, 8.0, 9.0])]
-    records += [record("wpo-std0.2", 0, [0.5, 1.5]), record("wpo-utd1", 1, [10.0, 11.0])]
+    records = [record("sac", 1, [7.0, 8.0, 9.0]), record("wpo", 0, [1.0, 2.0, 3.0]), record("sac", 0, [4.0, 5.0, 6.0])]
+    records += [record("wpo-std0.2", 0, [0.5, 1.5]), record("wpo-utd1", 1, [10.0, 11.0, 12.0, 13.0])]
     rows = {row["algo"]: row for row in campaign.probe_comparisons(records)}
     assert set(rows) == {"wpo-std0.2", "wpo-utd1"}, "WPO and SAC are not probes"
     assert rows["wpo-std0.2"] == {
@@ -640,10 +640,11 @@ def test_campaign_compares_a_probe_with_the_same_seed_at_its_budget():
         "seed": 0,
         "timesteps": 20_000,
         "eval_mean": 1.5,
-        "wpo_eval_mean": 2.0,
-        "sac_eval_mean": 5.0,
+        "wpo_eval_means": {0: 2.0},
+        "sac_eval_means": {0: 5.0, 1: 8.0},
     }
-    assert rows["wpo-utd1"]["wpo_eval_mean"] is None and rows["wpo-utd1"]["sac_eval_mean"] == 8.0, "seed 1 has no WPO run"
+    assert list(rows["wpo-std0.2"]["sac_eval_means"]) == [0, 1], "seeds in order"
+    assert rows["wpo-utd1"]["wpo_eval_means"] == {} and rows["wpo-utd1"]["sac_eval_means"] == {}, "no run reached 40k"
 
 
 def test_campaign_report_draws_every_task_in_one_overview(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -684,7 +685,7 @@ def test_campaign_report_draws_every_task_in_one_overview(tmp_path: Path, monkey
         "curves_HalfCheetah-v5.png",
         "curves_dm_control-cheetah-run-v0.png",
     }
-    probe_line = f"| wpo-std0.2 | {cartpole} | 0 | 30,000 | 400.0 | 850.0 | 700.0 |"
+    probe_line = f"| wpo-std0.2 | {cartpole} | 0 | 30,000 | 400.0 | s0 850.0, s1 850.0, s2 850.0 | s0 700.0, s1 700.0 |"
     assert probe_line in (tmp_path / "summary.md").read_text().splitlines()
 
 
