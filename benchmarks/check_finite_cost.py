@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -56,7 +57,7 @@ def main() -> None:
     model.learn(2_000)
     model.train(gradient_steps=5, batch_size=model.batch_size)  # warm-up: Adam states, allocator, snapshot buffers
 
-    cases = []
+    cases: list[dict[str, Any]] = []
     # gradient_steps=1 is SB3's default (train() after every env step): the per-call snapshot weighs the most there.
     for gradient_steps, calls in ((1, 40), (64, 1)):
         on: list[float] = []

@@ -30,6 +30,8 @@ import numpy as np
 import torch as th
 import yaml
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
+from stable_baselines3.common.preprocessing import get_action_dim
+from stable_baselines3.common.vec_env import VecEnv
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # sb3_wpo from the working tree when it is not installed
@@ -236,14 +238,14 @@ def raw_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
     return dict(entries[env_id])
 
 
-def preprocess_hyperparams(hyperparams: dict[str, Any], env: gym.Env) -> tuple[dict[str, Any], dict[str, Any]]:
+def preprocess_hyperparams(hyperparams: dict[str, Any], env: gym.Env | VecEnv) -> tuple[dict[str, Any], dict[str, Any]]:
     """Model kwargs from a zoo entry, as rl_zoo3's ExperimentManager builds them (schedules, policy_kwargs strings,
     action noise). Returns (model kwargs, entries that are not model kwargs). Only the timed models of speed.py
     (headline) and update_cost.py (built without the zoo) use it; training runs are built by the zoo."""
     from rl_zoo3.utils import linear_schedule
 
     hyperparams = dict(hyperparams)
-    extra = {
+    extra: dict[str, Any] = {
         key: hyperparams.pop(key)
         for key in (
             "n_timesteps",
@@ -269,7 +271,7 @@ def preprocess_hyperparams(hyperparams: dict[str, Any], env: gym.Env) -> tuple[d
     noise_type = hyperparams.pop("noise_type", None)
     noise_std = hyperparams.pop("noise_std", None)
     if noise_type is not None:
-        n_actions = env.action_space.shape[0]
+        n_actions = get_action_dim(env.action_space)
         mean, sigma = np.zeros(n_actions), float(noise_std) * np.ones(n_actions)
         if "normal" in noise_type:
             hyperparams["action_noise"] = NormalActionNoise(mean=mean, sigma=sigma)

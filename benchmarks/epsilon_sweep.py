@@ -33,7 +33,7 @@ from returns import parse_seeds, run
 
 EPSILONS = (0.001, 0.005, 0.01, 0.02, 0.05)
 TRAIN_KEYS = common.WPO_TRAIN_KEYS
-PAPER = dict(
+PAPER: dict[str, Any] = dict(
     target_update_interval=100,
     tau=1.0,
     buffer_size=1_000_000,

@@ -170,7 +170,7 @@ class EvalRecorder(BaseCallback):
 
     def _flush_bin(self) -> None:
         if self._bin:
-            record = {"timesteps": self.num_timesteps, "n_updates": self._last_updates}
+            record: dict[str, float] = {"timesteps": self.num_timesteps, "n_updates": self._last_updates}
             record.update({key: float(np.mean(values)) for key, values in self._bin.items()})
             self.train_stats.append(record)
             self._bin = {}
@@ -244,7 +244,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         total_wall_s = round(time.perf_counter() - start, 2)
         model.get_env().close()
         eval_env.close()
-    record = {key: spec[key] for key in ("name", "algo", "env_id", "seed", "steps", "cell") if key in spec}
+    record: dict[str, Any] = {key: spec[key] for key in ("name", "algo", "env_id", "seed", "steps", "cell") if key in spec}
     record.update(
         {
             "hyperparams": common.hyperparams_for_json(hyperparams),

@@ -178,7 +178,7 @@ def matmul_throughput(quick: bool) -> dict[str, Any]:
         a, b = th.randn(m, k), th.randn(k, n)
         th.mm(a, b)
         reps = 2 if quick else 10
-        times = [timed(lambda a=a, b=b: th.mm(a, b))[0] for _ in range(reps)]
+        times = [timed(functools.partial(th.mm, a, b))[0] for _ in range(reps)]
         results[name] = {
             "shape": [m, k, n],
             "gflops_best": 2 * m * k * n / min(times) / 1e9,
@@ -284,7 +284,7 @@ def part_score_method(args: argparse.Namespace, fill: int) -> dict[str, Any]:
     tensors, leaves = loss_inputs(20, 256, 6)
     reps = 20 if args.quick else 200
 
-    def loss_fwd_bwd(method: str) -> Callable[[], None]:
+    def loss_fwd_bwd(method: losses.ScoreMethod) -> Callable[[], None]:
         def run() -> None:
             for _ in range(reps):
                 loss, _ = losses.wpo_loss(*tensors, epsilon_mean=0.01, epsilon_std=1e-6, score_method=method)
@@ -292,7 +292,7 @@ def part_score_method(args: argparse.Namespace, fill: int) -> dict[str, Any]:
 
         return run
 
-    loss_timings = interleaved({m: loss_fwd_bwd(m) for m in ("closed_form", "autograd")}, args.repeats, reps)
+    loss_timings = interleaved({m: loss_fwd_bwd(m) for m in losses.SCORE_METHODS}, args.repeats, reps)
     env_id = "HalfCheetah-v5" if "HalfCheetah-v5" in args.envs else args.envs[0]
     model = filled(make_model("wpo", env_id, args.seed, fill), fill)
     tasks = {

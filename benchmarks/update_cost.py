@@ -359,11 +359,12 @@ def plot(results: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
 def main() -> None:
     args = parse_args()
     if args.child:
-        print(json.dumps(child_update(*args.child, args.timings, args.updates)))
+        size, allocator = args.child
+        print(json.dumps(child_update(size, allocator, args.timings, args.updates)))
         return
     if args.plot_only:
-        results = json.loads((args.out / "update_cost.json").read_text())
-        plot(results, args.out / "update_cost.png", results["meta"])
+        saved = json.loads((args.out / "update_cost.json").read_text())
+        plot(saved, args.out / "update_cost.png", saved["meta"])
         return
     from tqdm import tqdm
 

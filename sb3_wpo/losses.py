@@ -6,19 +6,19 @@ read next to the paper and checked against the reference's golden values; it imp
 """
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, get_args
 
 import torch as th
 from torch import distributions as thd
 from torch.nn import functional as F
 
-SQUASHING_TYPES = ("identity", "cube_root")
-SCORE_METHODS = ("closed_form", "autograd")
 ALPHA_EPSILON = 1e-8  # alpha = softplus(log_alpha) + ALPHA_EPSILON, as in the reference
 MIN_LOG_ALPHA = -18.0  # the reference clips log_alpha from below after each dual step
 
 Squashing = Literal["identity", "cube_root"]
 ScoreMethod = Literal["closed_form", "autograd"]
+SQUASHING_TYPES: tuple[Squashing, ...] = get_args(Squashing)
+SCORE_METHODS: tuple[ScoreMethod, ...] = get_args(ScoreMethod)
 
 
 def squash_q_grads(q_grads: th.Tensor, squashing: Squashing) -> th.Tensor:

@@ -128,7 +128,7 @@ def test_bootstrap_interval_brackets_the_mean():
 
 
 def returns_args(**kwargs: Any) -> argparse.Namespace:
-    args = dict(envs=["Pendulum-v1"], algos=["wpo"], seeds=["0"], steps=None, eval_freq=200, n_eval_episodes=1)
+    args: dict[str, Any] = dict(envs=["Pendulum-v1"], algos=["wpo"], seeds=["0"], steps=None, eval_freq=200, n_eval_episodes=1)
     args.update(defaults=False, overrides={})
     return argparse.Namespace(**{**args, **kwargs})
 
@@ -156,7 +156,9 @@ class RecorderSeen(returns.EvalRecorder):
     def _on_training_start(self) -> None:
         super()._on_training_start()
         SEEN.append(self)
-        self.first_eval_obs = self.eval_env.reset()[0]
+        first_obs = self.eval_env.reset()
+        assert isinstance(first_obs, np.ndarray) and self.model.seed is not None
+        self.first_eval_obs = first_obs[0]
         self.eval_env.seed(self.model.seed + returns.EVAL_SEED_OFFSET)  # as it was: the evaluations are unchanged
 
 
@@ -304,7 +306,8 @@ def fake_run_processes(campaign: Any, monkeypatch: pytest.MonkeyPatch) -> list[t
             self.name = campaign.run_name(command[4], command[6], int(command[8]), int(command[10]))
             FakeRun.alive += 1
             starts.append((self.name, FakeRun.alive))
-            self.pid, self.returncode, self.polls = 0, None, 0
+            self.pid, self.polls = 0, 0
+            self.returncode: int | None = None
 
         def poll(self) -> int | None:
             self.polls += 1
