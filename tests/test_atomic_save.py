@@ -10,6 +10,7 @@ import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,9 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from sb3_wpo import WPO, LoadError
 
-TINY = dict(buffer_size=20_000, learning_starts=20, batch_size=16, num_samples=2, policy_kwargs=dict(net_arch=[8]), seed=0)
+TINY: dict[str, Any] = dict(
+    buffer_size=20_000, learning_starts=20, batch_size=16, num_samples=2, policy_kwargs=dict(net_arch=[8]), seed=0
+)
 KILL_TRIALS = 30
 
 
@@ -69,7 +72,8 @@ def test_killed_saves_leave_loadable_files(model: WPO, tmp_path: Path):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["buffer.pkl", "model.zip"]
         loaded = WPO.load(tmp_path / "model.zip")
         loaded.load_replay_buffer(tmp_path / "buffer.pkl")
-        assert loaded.replay_buffer is not None and loaded.replay_buffer.size() == model.replay_buffer.size()
+        assert loaded.replay_buffer is not None and model.replay_buffer is not None
+        assert loaded.replay_buffer.size() == model.replay_buffer.size()
         replaced += loaded._n_updates // 100_000 == trial  # this trial's child completed a save before the kill
     print(f"{KILL_TRIALS} kills: {interrupted} during a write, {replaced} after replacing the files")
     assert replaced >= 3, "the children completed saves that replaced the files"

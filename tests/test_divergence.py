@@ -15,7 +15,7 @@ from stable_baselines3.common.callbacks import CheckpointCallback
 from sb3_wpo import WPO, DivergenceError
 from helpers import assert_same
 
-TINY = dict(
+TINY: dict[str, Any] = dict(
     buffer_size=1_000,
     learning_starts=40,
     batch_size=32,

@@ -3,6 +3,7 @@ model that continues with an empty replay buffer says so."""
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -13,7 +14,9 @@ from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 
 from sb3_wpo import WPO, LoadError
 
-TINY = dict(buffer_size=1_000, learning_starts=20, batch_size=16, num_samples=2, policy_kwargs=dict(net_arch=[8]), seed=0)
+TINY: dict[str, Any] = dict(
+    buffer_size=1_000, learning_starts=20, batch_size=16, num_samples=2, policy_kwargs=dict(net_arch=[8]), seed=0
+)
 
 
 class TwoDimensionalEnv(gym.Env):
@@ -47,6 +50,7 @@ def test_n_steps_and_gamma_overrides_reach_the_replay_buffer(saved: Path):
     assert isinstance(model.replay_buffer, NStepReplayBuffer)
     assert (model.replay_buffer.n_steps, model.replay_buffer.gamma) == (3, 0.9)
     model = WPO.load(saved, env=TwoDimensionalEnv())  # no override: the saved 5-step buffer
+    assert isinstance(model.replay_buffer, NStepReplayBuffer)
     assert (model.replay_buffer.n_steps, model.replay_buffer.gamma) == (5, 0.99)
 
 

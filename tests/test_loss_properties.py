@@ -1,6 +1,8 @@
 """Property tests of the WPO loss: over random shapes, stds from 1e-6 to 1e3, large action-gradients of Q and
 masked-out batches, the loss and its gradients stay finite, and the closed-form and autograd score paths agree."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch as th
@@ -8,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from sb3_wpo.losses import wpo_loss
+from sb3_wpo.losses import ScoreMethod, wpo_loss
 
 SETTINGS = settings(max_examples=50, deadline=None, derandomize=True)
 WRT = ("online_mean", "online_std", "log_alpha_mean", "log_alpha_std")
@@ -62,8 +64,10 @@ def loss_inputs(draw: st.DrawFn) -> dict:
     )
 
 
-def loss_and_grads(inputs: dict, score_method: str, dtype: th.dtype) -> tuple[th.Tensor, list[th.Tensor]]:
-    tensors = {name: th.tensor(value, dtype=dtype, requires_grad=name in WRT) for name, value in inputs["tensors"].items()}
+def loss_and_grads(inputs: dict, score_method: ScoreMethod, dtype: th.dtype) -> tuple[th.Tensor, list[th.Tensor]]:
+    tensors: dict[str, Any] = {
+        name: th.tensor(value, dtype=dtype, requires_grad=name in WRT) for name, value in inputs["tensors"].items()
+    }
     mask = None if inputs["mask"] is None else th.tensor(inputs["mask"])
     loss, stats = wpo_loss(**tensors, mask=mask, **inputs["settings"], score_method=score_method)
     grads = th.autograd.grad(loss, [tensors[name] for name in WRT])
@@ -76,7 +80,7 @@ def loss_and_grads(inputs: dict, score_method: str, dtype: th.dtype) -> tuple[th
 @pytest.mark.parametrize("score_method", ["closed_form", "autograd"])
 @SETTINGS
 @given(inputs=loss_inputs())
-def test_loss_and_gradients_stay_finite(inputs: dict, score_method: str, dtype: th.dtype):
+def test_loss_and_gradients_stay_finite(inputs: dict, score_method: ScoreMethod, dtype: th.dtype):
     loss, grads = loss_and_grads(inputs, score_method, dtype)
     assert th.isfinite(loss)
     for name, grad in zip(WRT, grads, strict=True):

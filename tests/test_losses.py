@@ -3,13 +3,14 @@
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch as th
 from torch import distributions as thd
 
-from sb3_wpo.losses import autograd_score, gaussian_score, wpo_loss, wpo_policy_loss
+from sb3_wpo.losses import ScoreMethod, autograd_score, gaussian_score, wpo_loss, wpo_policy_loss
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = np.load(DATA / "wpo_reference_golden.npz")  # a missing fixture fails collection, never skips
@@ -24,7 +25,7 @@ def relative_error(actual: th.Tensor, expected: np.ndarray) -> float:
     return float(np.max(np.abs(actual_np - expected))) / scale
 
 
-def case_inputs(case: str, dtype: th.dtype) -> dict[str, th.Tensor]:
+def case_inputs(case: str, dtype: th.dtype) -> dict[str, Any]:
     def tensor(name: str, requires_grad: bool = False) -> th.Tensor:
         return th.tensor(GOLDEN[f"{case}/{name}"], dtype=dtype, requires_grad=requires_grad)
 
@@ -41,7 +42,7 @@ def case_inputs(case: str, dtype: th.dtype) -> dict[str, th.Tensor]:
     )
 
 
-def case_settings(case: str) -> dict:
+def case_settings(case: str) -> dict[str, Any]:
     settings = {k: v for k, v in CASES[case].items() if k not in ("batch_size", "num_samples", "action_dim")}
     return settings
 
@@ -56,7 +57,7 @@ def test_fixture_lists_every_case():
 @pytest.mark.parametrize("dtype", [th.float64, th.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("score_method", ["closed_form", "autograd"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_total_loss_and_gradients_match_reference(case: str, score_method: str, dtype: th.dtype):
+def test_total_loss_and_gradients_match_reference(case: str, score_method: ScoreMethod, dtype: th.dtype):
     inputs = case_inputs(case, dtype)
     loss, stats = wpo_loss(**inputs, **case_settings(case), score_method=score_method)
     wrt = ["online_mean", "online_std", "log_alpha_mean", "log_alpha_std"]
@@ -76,7 +77,7 @@ def test_total_loss_and_gradients_match_reference(case: str, score_method: str, 
 @pytest.mark.parametrize("score_method", ["closed_form", "autograd"])
 @pytest.mark.parametrize("natural_gradient", [True, False], ids=["natural", "plain"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_policy_term_gradients_match_reference(case: str, natural_gradient: bool, score_method: str, dtype: th.dtype):
+def test_policy_term_gradients_match_reference(case: str, natural_gradient: bool, score_method: ScoreMethod, dtype: th.dtype):
     inputs = case_inputs(case, dtype)
     settings = dict(case_settings(case), policy_loss_scale=1.0, kl_loss_scale=0.0, dual_loss_scale=0.0)
     policy_loss, _ = wpo_loss(**inputs, **settings, natural_gradient=natural_gradient, score_method=score_method)

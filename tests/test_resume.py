@@ -12,13 +12,14 @@ import gymnasium as gym
 import pytest
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from sb3_wpo import WPO, find_latest_checkpoint
 from helpers import assert_same
 
 ENV_ID = "Pendulum-v1"
-TINY = dict(
+TINY: dict[str, Any] = dict(
     buffer_size=2_000,
     learning_starts=30,
     batch_size=16,
@@ -158,6 +159,7 @@ def test_find_latest_checkpoint_prefers_a_complete_one(tmp_path: Path):
 
 def save_vecnormalize(path: Path, mean: float) -> None:
     vecnormalize = VecNormalize(DummyVecEnv([lambda: gym.make(ENV_ID)]))
+    assert isinstance(vecnormalize.obs_rms, RunningMeanStd)
     vecnormalize.obs_rms.mean[:] = mean
     vecnormalize.save(str(path))
 

@@ -4,6 +4,7 @@ import warnings
 import copy
 import csv
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from stable_baselines3.common.envs import (
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.preprocessing import get_flattened_obs_dim
+from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, NatureCNN
 from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
@@ -52,6 +54,8 @@ def short_pendulum(n_envs: int = 1, seed: int = 0):
 
 class AsymmetricBoxEnv(gym.Env):
     """Continuous control with non-symmetric action bounds: the reward is −‖a − target‖, the target being in the obs."""
+
+    action_space: spaces.Box
 
     def __init__(self, ep_length: int = 20):
         self.observation_space = spaces.Box(low=-1.0, high=1.0, shape=(4,), dtype=np.float32)
@@ -176,7 +180,7 @@ def reseed(model: WPO, seed: int) -> None:
 
 
 IMAGE_SETUP = dict(learning_starts=30, batch_size=16, buffer_size=200)
-FULL_STATE_SETUPS = {
+FULL_STATE_SETUPS: dict[str, tuple[str | Callable[[], gym.Env], dict[str, Any], tuple[int, int]]] = {
     "fixed_duals": (ENV_ID, dict(dual_learning_rate=0.0), (150, 100)),
     "learned_duals": (ENV_ID, dict(dual_learning_rate=1e-2), (150, 100)),
     "cnn_shared_extractor_2_critics": (
@@ -242,8 +246,8 @@ def test_save_load_policy(tmp_path: Path) -> None:
     observations = np.stack([model.observation_space.sample() for _ in range(8)])
     expected_actions, _ = model.predict(observations, deterministic=True)
 
-    model.policy.save(tmp_path / "policy.pkl")
-    policy = WPOPolicy.load(tmp_path / "policy.pkl")
+    model.policy.save(str(tmp_path / "policy.pkl"))
+    policy = WPOPolicy.load(str(tmp_path / "policy.pkl"))
     assert type(policy) is type(model.policy)
     assert policy.n_critics == 2 and policy.layer_norm
     assert_nested_equal(policy.state_dict(), model.policy.state_dict())
@@ -260,21 +264,24 @@ def test_save_load_policy(tmp_path: Path) -> None:
 def test_get_set_parameters(tmp_path: Path) -> None:
     model = make_model(seed=0, dual_learning_rate=1e-3)
     model.learn(80)
-    params = copy.deepcopy(model.get_parameters())  # state dicts share storage with the live parameters
+    # State dicts share storage with the live parameters. Typed Any: SB3 annotates set_parameters' dict as name ->
+    # tensor, but takes get_parameters()' name -> state dict.
+    params: Any = copy.deepcopy(model.get_parameters())
     assert set(params) == {"policy", "actor.optimizer", "critic.optimizer", "dual_optimizer"}
     observations = np.stack([model.observation_space.sample() for _ in range(8)])
     original_actions, _ = model.predict(observations, deterministic=True)
 
     generator = th.Generator().manual_seed(0)
     random_policy = {k: th.randn(v.shape, generator=generator) for k, v in params["policy"].items()}
-    model.set_parameters({"policy": random_policy}, exact_match=False)
+    only_policy: Any = {"policy": random_policy}
+    model.set_parameters(only_policy, exact_match=False)
     assert_nested_equal(model.get_parameters()["policy"], random_policy)
     assert_nested_equal(model.actor_target.state_dict(), {k[len("actor_target.") :]: v for k, v in random_policy.items()
                                                           if k.startswith("actor_target.")})  # fmt: skip
     assert not np.array_equal(model.predict(observations, deterministic=True)[0], original_actions)
 
     with pytest.raises(ValueError):
-        model.set_parameters({"policy": random_policy}, exact_match=True)  # optimizers missing
+        model.set_parameters(only_policy, exact_match=True)  # optimizers missing
 
     model.set_parameters(params, exact_match=True)
     np.testing.assert_array_equal(model.predict(observations, deterministic=True)[0], original_actions)
@@ -283,7 +290,7 @@ def test_get_set_parameters(tmp_path: Path) -> None:
     # From a saved file too.
     model.save(tmp_path / "wpo.zip")
     other = make_model(seed=1, dual_learning_rate=1e-3)
-    other.set_parameters(tmp_path / "wpo.zip")
+    other.set_parameters(str(tmp_path / "wpo.zip"))
     np.testing.assert_array_equal(other.predict(observations, deterministic=True)[0], original_actions)
 
 
@@ -322,7 +329,9 @@ def test_predict_shapes() -> None:
     assert model.action_space.contains(action)
 
     model = make_model(env=make_vec_env(ENV_ID, n_envs=2))
-    actions, _ = model.predict(model.get_env().reset(), deterministic=True)  # type: ignore[union-attr]
+    observations = model.get_env().reset()  # type: ignore[union-attr]
+    assert isinstance(observations, np.ndarray)
+    actions, _ = model.predict(observations, deterministic=True)
     assert actions.shape == (2, 1) and actions.dtype == np.float32
 
 
@@ -468,11 +477,11 @@ def test_her_dict_obs(tmp_path: Path) -> None:
     assert isinstance(model.replay_buffer, HerReplayBuffer)
     assert model._n_updates == 100
 
-    obs, _ = env.reset(seed=0)
+    obs = {key: np.asarray(value) for key, value in env.reset(seed=0)[0].items()}
     action, _ = model.predict(obs, deterministic=True)
     assert action.shape == (n_bits,) and env.action_space.contains(action)
     vec_obs = model.get_env().reset()  # type: ignore[union-attr]
-    assert model.predict(vec_obs)[0].shape == (1, n_bits)
+    assert isinstance(vec_obs, dict) and model.predict(vec_obs)[0].shape == (1, n_bits)
 
     model.save(tmp_path / "her.zip")
     model.save_replay_buffer(tmp_path / "her_buffer.pkl")
@@ -692,7 +701,7 @@ def test_vec_normalize() -> None:
     model = make_model(env=env, seed=0)
     model.learn(150)
     assert model.get_vec_normalize_env() is env
-    assert env.obs_rms.count > 100 and env.ret_rms.count > 100
+    assert isinstance(env.obs_rms, RunningMeanStd) and env.obs_rms.count > 100 and env.ret_rms.count > 100
     assert model._n_updates == 100
     buffer = model.replay_buffer
     assert buffer is not None
@@ -705,7 +714,9 @@ def test_vec_normalize() -> None:
     normalized = buffer.sample(32, env=env)
     np.random.seed(0)
     raw = buffer.sample(32)
-    np.testing.assert_allclose(normalized.observations.numpy(), env.normalize_obs(raw.observations.numpy()), rtol=1e-5)
+    expected = env.normalize_obs(raw.observations.numpy())
+    assert isinstance(expected, np.ndarray)
+    np.testing.assert_allclose(normalized.observations.numpy(), expected, rtol=1e-5)
     np.testing.assert_allclose(normalized.rewards.numpy(), env.normalize_reward(raw.rewards.numpy()), rtol=1e-5)
     assert not np.allclose(normalized.observations.numpy(), raw.observations.numpy())
 
