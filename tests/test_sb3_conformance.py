@@ -246,8 +246,9 @@ def test_save_load_policy(tmp_path: Path) -> None:
     observations = np.stack([model.observation_space.sample() for _ in range(8)])
     expected_actions, _ = model.predict(observations, deterministic=True)
 
-    model.policy.save(str(tmp_path / "policy.pkl"))
-    policy = WPOPolicy.load(str(tmp_path / "policy.pkl"))
+    # A Path, as users pass it (SB3 annotates str, and takes any path)
+    model.policy.save(tmp_path / "policy.pkl")  # type: ignore[arg-type]
+    policy = WPOPolicy.load(tmp_path / "policy.pkl")  # type: ignore[arg-type]
     assert type(policy) is type(model.policy)
     assert policy.n_critics == 2 and policy.layer_norm
     assert_nested_equal(policy.state_dict(), model.policy.state_dict())
@@ -290,7 +291,7 @@ def test_get_set_parameters(tmp_path: Path) -> None:
     # From a saved file too.
     model.save(tmp_path / "wpo.zip")
     other = make_model(seed=1, dual_learning_rate=1e-3)
-    other.set_parameters(str(tmp_path / "wpo.zip"))
+    other.set_parameters(tmp_path / "wpo.zip")  # type: ignore[arg-type]  # a Path, as users pass it
     np.testing.assert_array_equal(other.predict(observations, deterministic=True)[0], original_actions)
 
 
@@ -477,8 +478,8 @@ def test_her_dict_obs(tmp_path: Path) -> None:
     assert isinstance(model.replay_buffer, HerReplayBuffer)
     assert model._n_updates == 100
 
-    obs = {key: np.asarray(value) for key, value in env.reset(seed=0)[0].items()}
-    action, _ = model.predict(obs, deterministic=True)
+    obs, _ = env.reset(seed=0)
+    action, _ = model.predict(obs, deterministic=True)  # type: ignore[arg-type]  # the env's own observation
     assert action.shape == (n_bits,) and env.action_space.contains(action)
     vec_obs = model.get_env().reset()  # type: ignore[union-attr]
     assert isinstance(vec_obs, dict) and model.predict(vec_obs)[0].shape == (1, n_bits)
@@ -489,7 +490,7 @@ def test_her_dict_obs(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="last trajectory in the replay buffer will be truncated"):  # saved mid-episode
         loaded.load_replay_buffer(tmp_path / "her_buffer.pkl")
     assert isinstance(loaded.replay_buffer, HerReplayBuffer)
-    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], action)
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], action)  # type: ignore[arg-type]
     loaded.learn(40, reset_num_timesteps=False)
     assert loaded._n_updates == 140
 
