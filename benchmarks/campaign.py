@@ -50,7 +50,26 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         {"policy_kwargs": "dict(net_arch=[256, 256, 256], layer_norm=True, activation_fn=nn.ELU, init_std=0.2)"},
     ),
 }
-COLORS = {"wpo": "tab:red", "sac": "tab:blue", "wpo-utd1": "tab:orange", "wpo-std0.2": "tab:purple"}
+# The tuning screen (issue 26; benchmarks/notes/tuning.md has the plan and the rule), one factor at a time from the
+# probe ``wpo-s4u1``: 4 samples, one update per step, V(s') = the mean over the samples (the reference's critic
+# target); ``-mlp``: SAC's networks (256 x 2 ReLU, no LayerNorm); ``-tf2``: one update every 2 steps.
+TUNING_BASE = {"num_samples": 4, "train_freq": 1, "target_aggregation": "mean"}
+VARIANTS.update(
+    {
+        "wpo-s4u1": ("wpo", TUNING_BASE),
+        "wpo-s4u1-mlp": ("wpo", {**TUNING_BASE, "policy_kwargs": "dict(net_arch=[256, 256])"}),
+        "wpo-s4u2-mlp": ("wpo", {**TUNING_BASE, "train_freq": 2, "policy_kwargs": "dict(net_arch=[256, 256])"}),
+    }
+)
+COLORS = {
+    "wpo": "tab:red",
+    "sac": "tab:blue",
+    "wpo-utd1": "tab:orange",
+    "wpo-std0.2": "tab:purple",
+    "wpo-s4u1": "tab:green",
+    "wpo-s4u1-mlp": "tab:olive",
+    "wpo-s4u2-mlp": "tab:cyan",
+}
 
 # The issue's order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so
 # that each task soon says whether WPO is ahead, level or behind (and a task where WPO fails on DMC shows early); round
