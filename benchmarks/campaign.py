@@ -52,13 +52,18 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 # The tuning screen (issue 26; benchmarks/notes/tuning.md has the plan and the rule), one factor at a time from the
 # probe ``wpo-s4u1``: 4 samples, one update per step, V(s') = the mean over the samples (the reference's critic
-# target); ``-mlp``: SAC's networks (256 x 2 ReLU, no LayerNorm); ``-tf2``: one update every 2 steps.
+# target); ``-mlp``: SAC's networks (256 x 2 ReLU, no LayerNorm); ``-ln2``: the entry's LayerNorm ELU networks with
+# two hidden layers instead of three; ``s4u2``: one update every 2 steps.
 TUNING_BASE = {"num_samples": 4, "train_freq": 1, "target_aggregation": "mean"}
 VARIANTS.update(
     {
         "wpo-s4u1": ("wpo", TUNING_BASE),
         "wpo-s4u1-mlp": ("wpo", {**TUNING_BASE, "policy_kwargs": "dict(net_arch=[256, 256])"}),
         "wpo-s4u2-mlp": ("wpo", {**TUNING_BASE, "train_freq": 2, "policy_kwargs": "dict(net_arch=[256, 256])"}),
+        "wpo-s4u1-ln2": (
+            "wpo",
+            {**TUNING_BASE, "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU)"},
+        ),
     }
 )
 COLORS = {
@@ -69,6 +74,7 @@ COLORS = {
     "wpo-s4u1": "tab:green",
     "wpo-s4u1-mlp": "tab:olive",
     "wpo-s4u2-mlp": "tab:cyan",
+    "wpo-s4u1-ln2": "tab:brown",
 }
 
 # The issue's order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so
