@@ -1,0 +1,138 @@
+"""The README's claims against the repository: its results table against the committed summaries (the numbers' one
+home), its links against the files, its Python snippets against the package."""
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch as th
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+CAMPAIGN_SUMMARY = ROOT / "benchmarks" / "results" / "campaign" / "summary.json"
+RETURNS_SUMMARY = ROOT / "benchmarks" / "results" / "returns" / "summary.json"
+TABLE_MARKER = "<!-- results-table:"
+VERDICT_MARGIN = 0.05  # the campaign's rule (benchmarks/campaign.py), applied to Pendulum-v1's final returns
+
+
+def results_rows(text: str) -> list[list[str]]:
+    """The cells of the results table: the markdown table right after the marker, without its header rows."""
+    lines = text[text.index(TABLE_MARKER) :].splitlines()[1:]
+    table = [line for line in lines[: next(i for i, line in enumerate(lines) if not line.startswith("|"))]]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
+
+
+def number(text: str) -> float:
+    return float(text.replace("−", "-").replace(",", ""))
+
+
+def verdict(wpo: list[float], sac: list[float]) -> str:
+    margin = VERDICT_MARGIN * max(abs(value) for value in wpo + sac)
+    return "ahead" if min(wpo) > max(sac) + margin else "behind" if max(wpo) < min(sac) - margin else "level"
+
+
+def expected_rows() -> dict[str, dict[str, Any]]:
+    """Per task, what the README's row must say, read from the summaries."""
+    rows: dict[str, dict[str, Any]] = {}
+    returns = {(g["env_id"], g["algo"]): g for g in json.loads(RETURNS_SUMMARY.read_text())["groups"]}
+    wpo, sac = returns["Pendulum-v1", "wpo"], returns["Pendulum-v1", "sac"]
+    rows["Pendulum-v1"] = {
+        "steps": wpo["steps"],
+        "wpo": (wpo["final_mean"], wpo["final_std"], wpo["n_seeds"]),
+        "sac": (sac["final_mean"], sac["final_std"], sac["n_seeds"]),
+        "verdict": verdict(wpo["final_returns"], sac["final_returns"]),
+    }
+    campaign = json.loads(CAMPAIGN_SUMMARY.read_text())
+    groups = {(g["env_id"], g["algo"]): g for g in campaign["groups"]}
+    for row in campaign["verdicts"]:
+        wpo, sac = groups[row["env_id"], "wpo"], groups[row["env_id"], "sac"]
+        assert wpo["steps"] == sac["steps"]
+        rows[row["env_id"]] = {
+            "steps": wpo["steps"],
+            "wpo": (wpo["last3_mean"], None, len(wpo["seeds"])),
+            "sac": (sac["last3_mean"], None, len(sac["seeds"])),
+            "verdict": row["verdict"],
+        }
+    return rows
+
+
+def check_cell(cell: str, mean: float, std: float | None, seeds: int) -> None:
+    match = re.fullmatch(r"([−\-\d.,]+)(?: ± ([\d.,]+))? \((\d+)\)", cell)
+    assert match, f"cannot read the cell {cell!r}"
+    assert number(match[1]) == round(mean, 1), f"{cell!r}: the summary says {mean:.1f}"
+    if std is not None:
+        assert match[2] is not None and number(match[2]) == round(std, 1), f"{cell!r}: the summary's std is {std:.1f}"
+    assert int(match[3]) == seeds, f"{cell!r}: the summary has {seeds} seeds"
+
+
+def check_results_table(text: str) -> None:
+    expected = expected_rows()
+    rows = results_rows(text)
+    assert [row[0] for row in rows] == list(expected), "the table's tasks must be the summaries' tasks, in their order"
+    for task, steps, wpo, sac, verdict_cell, _link in rows:
+        row = expected[task]
+        assert number(steps) == row["steps"], f"{task}: {steps} steps, the summary has {row['steps']}"
+        check_cell(wpo, *row["wpo"])
+        check_cell(sac, *row["sac"])
+        assert verdict_cell == row["verdict"], f"{task}: the table says {verdict_cell}, the summary {row['verdict']}"
+
+
+def test_results_table_matches_the_summaries() -> None:
+    check_results_table(README.read_text())
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("| 954.6 (3) |", "| 954.7 (3) |"),
+        ("| 6.4 (2) |", "| 6.4 (3) |"),
+        ("| behind |", "| level |"),
+        ("19.1 (10)", "19.2 (10)"),
+        ("| 20,000 |", "| 20,001 |"),
+    ],
+)
+def test_results_check_rejects_a_changed_number(old: str, new: str) -> None:
+    text = README.read_text()
+    assert old in text, f"the README no longer has {old!r}: pick another cell for this test"
+    with pytest.raises(AssertionError):
+        check_results_table(text.replace(old, new, 1))
+
+
+def test_relative_links_point_at_files() -> None:
+    links = re.findall(r"\]\((?!https?://|#)([^)\s]+)\)", README.read_text())
+    assert links, "no relative link found: the pattern is broken"
+    missing = [link for link in links if not (ROOT / link.split("#")[0]).exists()]
+    assert not missing, f"README links to missing files: {missing}"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+
+
+def test_python_snippets_compile() -> None:
+    blocks = python_blocks()
+    assert len(blocks) >= 3
+    for block in blocks:
+        compile(block, "README.md", "exec")
+
+
+def test_loss_snippet_runs_with_the_shapes_it_names() -> None:
+    """The loss snippet, run with tensors of the shapes the README gives ([B, D], [N, B, D], [D])."""
+    (snippet,) = [block for block in python_blocks() if "wpo_loss(" in block]
+    n, b, d = 4, 3, 2
+    names: dict[str, Any] = {
+        "online_mean": th.zeros(b, d, requires_grad=True),
+        "online_std": th.ones(b, d, requires_grad=True),
+        "target_mean": th.zeros(b, d),
+        "target_std": th.ones(b, d),
+        "actions": th.randn(n, b, d),
+        "q_grads": th.randn(n, b, d),
+        "log_alpha_mean": th.zeros(d),
+        "log_alpha_std": th.zeros(d),
+    }
+    exec(snippet, names)
+    assert names["loss"].shape == ()
+    names["loss"].backward()
+    assert names["online_mean"].grad is not None and th.isfinite(names["online_mean"].grad).all()
