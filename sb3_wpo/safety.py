@@ -1,6 +1,8 @@
-"""Reliability of WPO: the divergence guard (detection and rollback), atomic saves, clear load errors, checkpoint lookup."""
+"""Reliability of WPO: the divergence guard (detection and rollback), atomic saves, clear load errors, checkpoint lookup,
+and ``GuardedOffPolicyAlgorithm``, the base class that puts these guard rails at the edges of the algorithm."""
 
 import contextlib
+import copy
 import io
 import json
 import math
@@ -13,14 +15,26 @@ import uuid
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NoReturn, Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.type_aliases import DictReplayBufferSamples, ReplayBufferSamples
+from stable_baselines3.common.buffers import NStepReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.save_util import recursive_getattr
+from stable_baselines3.common.type_aliases import (
+    DictReplayBufferSamples,
+    GymEnv,
+    MaybeCallback,
+    ReplayBufferSamples,
+    TensorDict,
+    TrainFrequencyUnit,
+)
 from torch import nn
+
+from sb3_wpo.validation import check_arguments, check_saved_duals, normalize_numbers, real
 
 # What the divergence guard checks at each gradient step, in the order used to name the first culprit.
 FINITE_CHECKS: dict[str, str] = {
@@ -564,3 +578,168 @@ def check_finite_observation(observation: np.ndarray | dict[str, np.ndarray]) ->
         if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
             where = f"observation[{key!r}]" if key is not None else "observation"
             raise ValueError(f"{where} contains NaN or inf: {array!r}; WPO cannot act on it")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The guard rails around the algorithm
+
+SelfGuardedOffPolicyAlgorithm = TypeVar("SelfGuardedOffPolicyAlgorithm", bound="GuardedOffPolicyAlgorithm")
+
+
+class GuardedOffPolicyAlgorithm(OffPolicyAlgorithm):
+    """SB3's off-policy algorithm with guard rails at its edges, as SB3 keeps ``VecCheckNan`` apart from the algorithms:
+    the divergence guard (``self._divergence_guard``, which the algorithm's ``train()`` calls around its gradient
+    steps), atomic saves that refuse non-finite parameters, loads with errors that name the file or the override,
+    all-or-nothing ``set_parameters`` and ``load_replay_buffer``, and guards of ``learn()``'s input.
+
+    The subclass (WPO) lists its state in ``_get_torch_save_params``, as for SB3's ``save``: a rollback restores that.
+    """
+
+    check_finite: bool  # the divergence guard's switch, an argument of the subclass
+    _divergence_guard: DivergenceGuard
+    # Whether SB3 picked the n-step buffer for n_steps > 1 (replay_buffer_class=None): a load may pick again
+    _n_step_buffer_picked: bool = False
+
+    def _setup_model(self) -> None:
+        if self._n_step_buffer_picked:
+            # A loaded model carries the buffer SB3 picked for its n_steps and gamma: let SB3 pick again for the
+            # current ones (overrides in load), instead of warning that n_steps is ignored.
+            self.replay_buffer_class = None
+            self.replay_buffer_kwargs = {k: v for k, v in self.replay_buffer_kwargs.items() if k not in ("n_steps", "gamma")}
+        picked = self.replay_buffer_class is None
+        super()._setup_model()
+        self._n_step_buffer_picked = picked and self.replay_buffer_class is NStepReplayBuffer
+        self._divergence_guard = DivergenceGuard(self)
+
+    def _training_state(self) -> tuple[list[nn.Module], list[th.optim.Optimizer], list[th.Tensor]]:
+        """What a divergence rollback restores: what ``save`` stores as PyTorch state (networks with their targets,
+        optimizers, extra tensors such as WPO's duals)."""
+        state_dicts, tensors = self._get_torch_save_params()
+        objects = [recursive_getattr(self, name) for name in state_dicts]
+        modules = [obj for obj in objects if isinstance(obj, nn.Module)]
+        optimizers = [obj for obj in objects if isinstance(obj, th.optim.Optimizer)]
+        return modules, optimizers, [recursive_getattr(self, name) for name in tensors]
+
+    def learn(
+        self: SelfGuardedOffPolicyAlgorithm,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "run",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfGuardedOffPolicyAlgorithm:
+        real(0.0)("total_timesteps", total_timesteps)
+        if self._n_updates > 0 and self.replay_buffer is not None and self.replay_buffer.size() == 0:
+            warnings.warn(
+                f"This model has made {self._n_updates} updates but its replay buffer is empty (SB3 saves the buffer "
+                "apart from the model): training goes on from new transitions only. Load the saved buffer with "
+                "model.load_replay_buffer(path); the RL Zoo's -i loads replay_buffer.pkl from the agent's folder, "
+                "written by --save-replay-buffer",
+                UserWarning,
+                stacklevel=3,  # the caller of the algorithm's learn()
+            )
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
+        if self.train_freq.unit == TrainFrequencyUnit.EPISODE:  # type: ignore[union-attr]
+            if callback is not None and not isinstance(callback, list | BaseCallback):
+                callback = ConvertCallback(callback)
+            callbacks = callback if isinstance(callback, list) else [] if callback is None else [callback]
+            callback = [*callbacks, EndlessEpisodeGuard(self._total_timesteps - self.num_timesteps)]
+        return super()._init_callback(callback, progress_bar)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_divergence_guard"]
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """Save the model to a zip file, atomically: written to a temporary file in the same folder, synced, then
+        renamed over ``path`` (``.zip`` is appended when ``path`` has no suffix, as in SB3). A process killed during
+        the save leaves the previous file intact. With ``check_finite``, a model with non-finite parameters is not
+        saved (``DivergenceError``)."""
+        if hasattr(self, "_divergence_guard"):
+            self._divergence_guard.check_before_save(path)
+        with atomic_save_target(path, "zip") as target:
+            super().save(target, exclude=exclude, include=include)
+
+    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
+        """Save the replay buffer as a pickle file, atomically (see ``save``); ``.pkl`` is appended when ``path``
+        has no suffix."""
+        with atomic_save_target(path, "pkl") as target:
+            super().save_replay_buffer(target)
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfGuardedOffPolicyAlgorithm],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfGuardedOffPolicyAlgorithm:
+        """SB3's ``load``, with errors that name the file: ``FileNotFoundError`` when neither ``path`` nor
+        ``path.zip`` exists, ``sb3_wpo.LoadError`` (a ``ValueError``) when it is corrupt, truncated, not an SB3
+        model, or the model of another algorithm; a ``ValueError`` naming the overrides (``kwargs``, ``device``)
+        when the file loads without them but not with them. Overrides apply as in SB3, the replay buffer's n-step
+        returns and discount included; ``per_dim_constraining`` cannot change (the saved duals have its shape)."""
+        path = existing_path(path, "zip")
+        kwargs = normalize_numbers(kwargs)
+        try:
+            model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+            # The saved values, with the overrides in kwargs; custom_objects replace saved values unchecked, as in SB3
+            # (the RL Zoo's enjoy/record_video load agents with custom_objects={"learning_rate": 0.0, ...}).
+            check_arguments(model, unchecked=custom_objects or {})
+        except Exception as error:
+            overrides = sorted(kwargs) + (["device"] if device != "auto" else [])
+            blamed = overrides if overrides and loads(super().load, path, custom_objects) else []
+            raise load_error(f"{cls.__name__} model", path, error, blamed) from error
+        check_saved_duals(model)
+        return model
+
+    def set_parameters(
+        self,
+        load_path_or_dict: str | TensorDict,
+        exact_match: bool = True,
+        device: th.device | str = "auto",
+    ) -> None:
+        """SB3's ``set_parameters``, all or nothing: when one tensor does not fit, the model is left as it was."""
+        names, _ = self._get_torch_save_params()
+        saved = {name: copy.deepcopy(recursive_getattr(self, name).state_dict()) for name in names}
+        try:
+            super().set_parameters(load_path_or_dict, exact_match, device)
+        except Exception:
+            for name, state_dict in saved.items():
+                recursive_getattr(self, name).load_state_dict(state_dict)
+            raise
+
+    def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
+        """SB3's ``load_replay_buffer``, with errors that name the file (see ``load``); the current buffer is kept
+        when loading fails, and a buffer whose spaces differ from the model's is refused."""
+        path = existing_path(path, "pkl")
+        previous = self.replay_buffer
+        try:
+            super().load_replay_buffer(path, truncate_last_traj)
+            buffer = self.replay_buffer
+            assert buffer is not None
+            if buffer.observation_space != self.observation_space or buffer.action_space != self.action_space:
+                raise ValueError(
+                    f"its spaces ({buffer.observation_space}, {buffer.action_space}) differ from the model's "
+                    f"({self.observation_space}, {self.action_space})"
+                )
+        except Exception as error:
+            self.replay_buffer = previous
+            raise load_error("replay buffer", path, error) from error

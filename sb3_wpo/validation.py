@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.type_aliases import TrainFrequencyUnit
@@ -401,9 +401,7 @@ def check_arguments(model: OffPolicyAlgorithm, unchecked: Iterable[str] = ()) ->
         raise ValueError(f"policy {model.policy_class.__name__} needs a Dict observation_space, got {observation_space}")
     default_buffer = model.replay_buffer_class is None
     if model.n_steps > 1 and dict_observations and default_buffer:
-        raise UnsupportedError(
-            f"n_steps must be 1 with Dict observation spaces (SB3 has no n-step Dict buffer), got {model.n_steps}"
-        )
+        raise no_n_step_dict_buffer(model.n_steps)
     if model.optimize_memory_usage:
         if dict_observations:
             raise UnsupportedError(
@@ -428,4 +426,34 @@ def check_arguments(model: OffPolicyAlgorithm, unchecked: Iterable[str] = ()) ->
         raise ValueError(
             f"policy_kwargs has an unknown key {unknown[0]!r} for {model.policy_class.__name__}; "
             f"the allowed keys are {sorted(allowed)}"  # type: ignore[arg-type]
+        )
+
+
+def no_n_step_dict_buffer(n_steps: int) -> UnsupportedError:
+    return UnsupportedError(f"n_steps must be 1 with Dict observation spaces (SB3 has no n-step Dict buffer), got {n_steps}")
+
+
+def check_n_steps_take_effect(model: OffPolicyAlgorithm) -> None:
+    """After ``load(..., n_steps=...)``: refuse an ``n_steps`` that the replay buffer does not compute, instead of a
+    model whose ``n_steps`` says one thing and whose buffer does another (SB3 only warns)."""
+    buffer_n_steps = getattr(model.replay_buffer, "n_steps", 1)
+    if buffer_n_steps == model.n_steps:
+        return
+    if isinstance(model.observation_space, spaces.Dict) and model.replay_buffer_class is DictReplayBuffer:
+        raise no_n_step_dict_buffer(model.n_steps)
+    buffer_class = model.replay_buffer_class.__name__ if model.replay_buffer_class is not None else None
+    raise ValueError(
+        f"n_steps={model.n_steps} cannot take effect: the model's replay buffer is the replay_buffer_class passed at "
+        f"construction ({buffer_class}, {buffer_n_steps}-step), and SB3 sets up n-step returns only for the buffer it "
+        "picks (replay_buffer_class=None)"
+    )
+
+
+def check_saved_duals(model: Any) -> None:
+    """After ``load``: the duals saved in the file have the shape that ``per_dim_constraining`` gives them."""
+    n_duals = int(np.prod(model.action_space.shape)) if model.per_dim_constraining else 1
+    if model.log_alpha_mean.numel() != n_duals:
+        raise ValueError(
+            f"per_dim_constraining={model.per_dim_constraining} cannot override the saved model's: its duals hold "
+            f"{model.log_alpha_mean.numel()} values, one per {'action dimension' if n_duals == 1 else 'model'}"
         )

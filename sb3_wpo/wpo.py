@@ -1,29 +1,22 @@
 """Wasserstein Policy Optimization as a Stable-Baselines3 off-policy algorithm."""
 
-import copy
-import io
-import pathlib
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
-from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import recursive_getattr
 from stable_baselines3.common.type_aliases import (
     DictReplayBufferSamples,
     GymEnv,
     MaybeCallback,
     PyTorchObs,
     ReplayBufferSamples,
-    TensorDict,
-    TrainFrequencyUnit,
 )
 from stable_baselines3.common.utils import get_parameters_by_name, polyak_update
 from stable_baselines3.common.vec_env import VecEnv
@@ -31,14 +24,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from sb3_wpo.allocator import keep_freed_memory
 from sb3_wpo.losses import MIN_LOG_ALPHA, wpo_loss
 from sb3_wpo.policies import Actor, CnnPolicy, Critic, MlpPolicy, MultiInputPolicy, WPOPolicy
-from sb3_wpo.safety import (
-    DivergenceGuard,
-    EndlessEpisodeGuard,
-    atomic_save_target,
-    existing_path,
-    load_error,
-    loads,
-)
+from sb3_wpo.safety import GuardedOffPolicyAlgorithm
 from sb3_wpo.validation import (
     FLOAT_ARGUMENTS,
     INTEGER_ARGUMENTS,
@@ -46,15 +32,27 @@ from sb3_wpo.validation import (
     check_env,
     check_policy_and_device,
     normalize_numbers,
-    real,
 )
 
 SelfWPO = TypeVar("SelfWPO", bound="WPO")
 
 DEFAULT_EPSILON_MEAN, DEFAULT_EPSILON_STD = 0.01, 1e-6
+# What train() logs of the step metrics; the divergence guard checks them all
+LOGGED_METRICS = (
+    "actor_loss",
+    "critic_loss",
+    "kl_mean",
+    "kl_std",
+    "alpha_mean",
+    "alpha_std",
+    "pi_std_min",
+    "pi_std_max",
+    "q_mean",
+    "dq_da_norm",
+)
 
 
-class WPO(OffPolicyAlgorithm):
+class WPO(GuardedOffPolicyAlgorithm):
     """
     Wasserstein Policy Optimization (Pfau et al., ICML 2025, https://arxiv.org/abs/2505.00663).
 
@@ -230,14 +228,7 @@ class WPO(OffPolicyAlgorithm):
         return OffPolicyAlgorithm._wrap_env(env, verbose, monitor_wrapper)
 
     def _setup_model(self) -> None:
-        if getattr(self, "_n_step_buffer_picked", False):
-            # A loaded model carries the buffer SB3 picked for its n_steps and gamma: let SB3 pick again for the
-            # current ones (overrides in load), instead of warning that n_steps is ignored.
-            self.replay_buffer_class = None
-            self.replay_buffer_kwargs = {k: v for k, v in self.replay_buffer_kwargs.items() if k not in ("n_steps", "gamma")}
-        picked = self.replay_buffer_class is None
         super()._setup_model()
-        self._n_step_buffer_picked = picked and self.replay_buffer_class is NStepReplayBuffer
         self._create_aliases()
         # Running mean and variance of batch norm layers, copied to the targets with the weights
         self.batch_norm_stats = get_parameters_by_name(self.critic, ["running_"]) + get_parameters_by_name(
@@ -254,7 +245,6 @@ class WPO(OffPolicyAlgorithm):
             self.log_alpha_mean.requires_grad_(True)
             self.log_alpha_std.requires_grad_(True)
             self.dual_optimizer = th.optim.Adam([self.log_alpha_mean, self.log_alpha_std], lr=self.dual_learning_rate)
-        self._divergence_guard = DivergenceGuard(self)
         # The update's [N·B, hidden] activations: keep glibc from giving them back to the kernel after every update
         if self.device.type == "cpu":
             keep_freed_memory()
@@ -264,13 +254,6 @@ class WPO(OffPolicyAlgorithm):
         self.actor_target = self.policy.actor_target
         self.critic = self.policy.critic
         self.critic_target = self.policy.critic_target
-
-    def _training_state(self) -> tuple[list[th.nn.Module], list[th.optim.Optimizer], list[th.Tensor]]:
-        """What a divergence rollback restores: networks (with targets), optimizers and duals."""
-        optimizers = [self.actor.optimizer, self.critic.optimizer]
-        if self.dual_optimizer is not None:
-            optimizers.append(self.dual_optimizer)
-        return [self.policy], optimizers, [self.log_alpha_mean, self.log_alpha_std]
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         # Switch to train mode (this affects batch norm / dropout)
@@ -284,8 +267,8 @@ class WPO(OffPolicyAlgorithm):
         for _ in range(gradient_steps):
             # Sample replay buffer
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            metrics, checked = self._sgd_step(replay_data)
-            self._divergence_guard.check(replay_data, {**metrics, **checked})
+            metrics = self._sgd_step(replay_data)
+            self._divergence_guard.check(replay_data, metrics)
             step_metrics.append(metrics)
 
             # Update target networks
@@ -297,18 +280,18 @@ class WPO(OffPolicyAlgorithm):
             return
         # Mean of each metric over the steps, read back with the guard's flags in one device transfer: on NaN or inf
         # the guard rolls the model back and raises DivergenceError.
-        means = self._divergence_guard.finish(th.stack([th.stack(list(m.values())) for m in step_metrics]).mean(dim=0))
+        means = self._divergence_guard.finish(
+            th.stack([th.stack([m[name] for name in LOGGED_METRICS]) for m in step_metrics]).mean(dim=0)
+        )
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for name, value in zip(step_metrics[0], means, strict=True):
+        for name, value in zip(LOGGED_METRICS, means, strict=True):
             self.logger.record(f"train/{name}", float(value))
 
-    def _sgd_step(
-        self, replay_data: ReplayBufferSamples | DictReplayBufferSamples
-    ) -> tuple[dict[str, th.Tensor], dict[str, th.Tensor]]:
+    def _sgd_step(self, replay_data: ReplayBufferSamples | DictReplayBufferSamples) -> dict[str, th.Tensor]:
         """One gradient step of the critic, the actor and the duals on a replay batch.
 
-        :return: the metrics to log, and more values for the divergence guard to check: 0-dim tensors left on the
-            device, so that a step never waits for the device
+        :return: the step's metrics by name (``LOGGED_METRICS`` and more for the divergence guard to check): 0-dim
+            tensors left on the device, so that a step never waits for the device
         """
         obs, next_obs = replay_data.observations, replay_data.next_observations
         # For n-step replay, the discount is gamma**n_steps (when no early termination)
@@ -366,21 +349,18 @@ class WPO(OffPolicyAlgorithm):
                 self.log_alpha_mean.clamp_(min=MIN_LOG_ALPHA)
                 self.log_alpha_std.clamp_(min=MIN_LOG_ALPHA)
 
-        metrics = {
+        return {
             "actor_loss": actor_loss.detach(),
             "critic_loss": critic_loss.detach(),
             **{name: stats[name] for name in ("kl_mean", "kl_std", "alpha_mean", "alpha_std", "pi_std_min", "pi_std_max")},
             "q_mean": q_values.mean(),
             "dq_da_norm": q_grads.norm(dim=-1).mean(),
-        }
-        checked = {
             "target_q": target_q.mean(),
             "current_q": current_q.detach().mean(),
             "pi_mean": mean.detach().mean(),
             "critic_grad_norm": critic_grad_norm,
             "actor_grad_norm": actor_grad_norm,
         }
-        return metrics, checked
 
     def _q_and_action_gradients(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """Q of the online critic (mean over critics) at actions [N, B, D] clipped to the bounds, [N, B], and ∇a Q at
@@ -416,16 +396,6 @@ class WPO(OffPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfWPO:
-        real(0.0)("total_timesteps", total_timesteps)
-        if self._n_updates > 0 and self.replay_buffer is not None and self.replay_buffer.size() == 0:
-            warnings.warn(
-                f"This model has made {self._n_updates} updates but its replay buffer is empty (SB3 saves the buffer "
-                "apart from the model): training goes on from new transitions only. Load the saved buffer with "
-                "model.load_replay_buffer(path); the RL Zoo's -i loads replay_buffer.pkl from the agent's folder, "
-                "written by --save-replay-buffer",
-                UserWarning,
-                stacklevel=2,
-            )
         return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,
@@ -435,109 +405,11 @@ class WPO(OffPolicyAlgorithm):
             progress_bar=progress_bar,
         )
 
-    def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
-        if self.train_freq.unit == TrainFrequencyUnit.EPISODE:  # type: ignore[union-attr]
-            if callback is not None and not isinstance(callback, list | BaseCallback):
-                callback = ConvertCallback(callback)
-            callbacks = callback if isinstance(callback, list) else [] if callback is None else [callback]
-            callback = [*callbacks, EndlessEpisodeGuard(self._total_timesteps - self.num_timesteps)]
-        return super()._init_callback(callback, progress_bar)
-
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "actor_target", "critic", "critic_target", "_divergence_guard"]
+        return [*super()._excluded_save_params(), "actor", "actor_target", "critic", "critic_target"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "actor.optimizer", "critic.optimizer"]
         if self.dual_optimizer is not None:
             state_dicts.append("dual_optimizer")
         return state_dicts, ["log_alpha_mean", "log_alpha_std"]
-
-    def save(
-        self,
-        path: str | pathlib.Path | io.BufferedIOBase,
-        exclude: Iterable[str] | None = None,
-        include: Iterable[str] | None = None,
-    ) -> None:
-        """Save the model to a zip file, atomically: written to a temporary file in the same folder, synced, then
-        renamed over ``path`` (``.zip`` is appended when ``path`` has no suffix, as in SB3). A process killed during
-        the save leaves the previous file intact. With ``check_finite``, a model with non-finite parameters is not
-        saved (``DivergenceError``)."""
-        if hasattr(self, "_divergence_guard"):
-            self._divergence_guard.check_before_save(path)
-        with atomic_save_target(path, "zip") as target:
-            super().save(target, exclude=exclude, include=include)
-
-    def save_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase) -> None:
-        """Save the replay buffer as a pickle file, atomically (see ``save``); ``.pkl`` is appended when ``path``
-        has no suffix."""
-        with atomic_save_target(path, "pkl") as target:
-            super().save_replay_buffer(target)
-
-    @classmethod
-    def load(  # type: ignore[override]
-        cls: type[SelfWPO],
-        path: str | pathlib.Path | io.BufferedIOBase,
-        env: GymEnv | None = None,
-        device: th.device | str = "auto",
-        custom_objects: dict[str, Any] | None = None,
-        print_system_info: bool = False,
-        force_reset: bool = True,
-        **kwargs: Any,
-    ) -> SelfWPO:
-        """SB3's ``load``, with errors that name the file: ``FileNotFoundError`` when neither ``path`` nor
-        ``path.zip`` exists, ``sb3_wpo.LoadError`` (a ``ValueError``) when it is corrupt, truncated, not an SB3
-        model, or the model of another algorithm; a ``ValueError`` naming the overrides (``kwargs``, ``device``)
-        when the file loads without them but not with them. Overrides apply as in SB3, the replay buffer's n-step
-        returns and discount included; ``per_dim_constraining`` cannot change (the saved duals have its shape)."""
-        path = existing_path(path, "zip")
-        kwargs = normalize_numbers(kwargs)
-        try:
-            model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
-            # The saved values, with the overrides in kwargs; custom_objects replace saved values unchecked, as in SB3
-            # (the RL Zoo's enjoy/record_video load agents with custom_objects={"learning_rate": 0.0, ...}).
-            check_arguments(model, unchecked=custom_objects or {})
-        except Exception as error:
-            overrides = sorted(kwargs) + (["device"] if device != "auto" else [])
-            blamed = overrides if overrides and loads(super().load, path, custom_objects) else []
-            raise load_error(f"{cls.__name__} model", path, error, blamed) from error
-        n_duals = int(np.prod(model.action_space.shape)) if model.per_dim_constraining else 1  # type: ignore[arg-type]
-        if model.log_alpha_mean.numel() != n_duals:
-            raise ValueError(
-                f"per_dim_constraining={model.per_dim_constraining} cannot override the saved model's: its duals hold "
-                f"{model.log_alpha_mean.numel()} values, one per {'action dimension' if n_duals == 1 else 'model'}"
-            )
-        return model
-
-    def set_parameters(
-        self,
-        load_path_or_dict: str | TensorDict,
-        exact_match: bool = True,
-        device: th.device | str = "auto",
-    ) -> None:
-        """SB3's ``set_parameters``, all or nothing: when one tensor does not fit, the model is left as it was."""
-        names, _ = self._get_torch_save_params()
-        saved = {name: copy.deepcopy(recursive_getattr(self, name).state_dict()) for name in names}
-        try:
-            super().set_parameters(load_path_or_dict, exact_match, device)
-        except Exception:
-            for name, state_dict in saved.items():
-                recursive_getattr(self, name).load_state_dict(state_dict)
-            raise
-
-    def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
-        """SB3's ``load_replay_buffer``, with errors that name the file (see ``load``); the current buffer is kept
-        when loading fails, and a buffer whose spaces differ from the model's is refused."""
-        path = existing_path(path, "pkl")
-        previous = self.replay_buffer
-        try:
-            super().load_replay_buffer(path, truncate_last_traj)
-            buffer = self.replay_buffer
-            assert buffer is not None
-            if buffer.observation_space != self.observation_space or buffer.action_space != self.action_space:
-                raise ValueError(
-                    f"its spaces ({buffer.observation_space}, {buffer.action_space}) differ from the model's "
-                    f"({self.observation_space}, {self.action_space})"
-                )
-        except Exception as error:
-            self.replay_buffer = previous
-            raise load_error("replay buffer", path, error) from error
