@@ -34,7 +34,7 @@ from stable_baselines3.common.type_aliases import (
 )
 from torch import nn
 
-from sb3_wpo.validation import check_arguments, check_saved_duals, normalize_numbers, real
+from sb3_wpo.validation import check_arguments, check_n_steps_take_effect, check_saved_duals, normalize_numbers, real
 
 # What the divergence guard checks at each gradient step, in the order used to name the first culprit.
 FINITE_CHECKS: dict[str, str] = {
@@ -469,14 +469,15 @@ def load_error(what: str, path: Any, error: Exception, blamed_overrides: Sequenc
     )
 
 
-def loads(load: Callable[..., Any], path: Any, custom_objects: dict[str, Any] | None) -> bool:
-    """Whether ``load(path, custom_objects=...)`` succeeds; a file object is rewound first (False if it cannot be)."""
+def loads(load: Callable[..., Any], path: Any, env: Any, custom_objects: dict[str, Any] | None) -> bool:
+    """Whether ``load(path, env, custom_objects=...)`` succeeds (a HerReplayBuffer model needs its env); a file object
+    is rewound first (False if it cannot be)."""
     if isinstance(path, io.IOBase):
         if not path.seekable():
             return False
         path.seek(0)
     try:
-        load(path, custom_objects=custom_objects)
+        load(path, env, custom_objects=custom_objects)
     except Exception:
         return False
     return True
@@ -695,7 +696,9 @@ class GuardedOffPolicyAlgorithm(OffPolicyAlgorithm):
         ``path.zip`` exists, ``sb3_wpo.LoadError`` (a ``ValueError``) when it is corrupt, truncated, not an SB3
         model, or the model of another algorithm; a ``ValueError`` naming the overrides (``kwargs``, ``device``)
         when the file loads without them but not with them. Overrides apply as in SB3, the replay buffer's n-step
-        returns and discount included; ``per_dim_constraining`` cannot change (the saved duals have its shape)."""
+        returns and discount included; an ``n_steps`` the replay buffer cannot compute (Dict observations, a
+        ``replay_buffer_class`` such as ``HerReplayBuffer``) is refused, as at construction; ``per_dim_constraining``
+        cannot change (the saved duals have its shape)."""
         path = existing_path(path, "zip")
         kwargs = normalize_numbers(kwargs)
         try:
@@ -703,9 +706,11 @@ class GuardedOffPolicyAlgorithm(OffPolicyAlgorithm):
             # The saved values, with the overrides in kwargs; custom_objects replace saved values unchecked, as in SB3
             # (the RL Zoo's enjoy/record_video load agents with custom_objects={"learning_rate": 0.0, ...}).
             check_arguments(model, unchecked=custom_objects or {})
+            if "n_steps" in kwargs:
+                check_n_steps_take_effect(model)
         except Exception as error:
             overrides = sorted(kwargs) + (["device"] if device != "auto" else [])
-            blamed = overrides if overrides and loads(super().load, path, custom_objects) else []
+            blamed = overrides if overrides and loads(super().load, path, env, custom_objects) else []
             raise load_error(f"{cls.__name__} model", path, error, blamed) from error
         check_saved_duals(model)
         return model

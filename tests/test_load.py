@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3 import HerReplayBuffer
 from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 
 from sb3_wpo import WPO, LoadError
@@ -52,6 +53,41 @@ def test_n_steps_and_gamma_overrides_reach_the_replay_buffer(saved: Path):
     model = WPO.load(saved, env=TwoDimensionalEnv())  # no override: the saved 5-step buffer
     assert isinstance(model.replay_buffer, NStepReplayBuffer)
     assert (model.replay_buffer.n_steps, model.replay_buffer.gamma) == (5, 0.99)
+
+
+class GoalEnv(gym.Env):
+    """Dict observations with goals, for DictReplayBuffer and HerReplayBuffer."""
+
+    observation_space = spaces.Dict(
+        {name: spaces.Box(-1.0, 1.0, (2,), np.float32) for name in ("observation", "achieved_goal", "desired_goal")}
+    )
+    action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+    def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
+        return -np.linalg.norm(achieved_goal - desired_goal, axis=-1)
+
+
+@pytest.mark.parametrize(
+    "buffer, named",
+    [(None, "n_steps must be 1 with Dict observation spaces"), (HerReplayBuffer, "n_steps=3 cannot take effect")],
+)
+def test_n_steps_overrides_the_buffer_cannot_compute_are_refused(tmp_path: Path, buffer: type | None, named: str):
+    """Dict observations have no n-step buffer, and SB3 sets n-step returns up only for the buffer it picks: at
+    load as at construction, an n_steps that would not take effect is refused, naming it."""
+    model = WPO("MultiInputPolicy", GoalEnv(), replay_buffer_class=buffer, **TINY)
+    model.save(tmp_path / "wpo.zip")
+    with pytest.raises(ValueError, match="overrides n_steps") as error:
+        WPO.load(tmp_path / "wpo.zip", env=GoalEnv(), n_steps=3)
+    assert named in str(error.value)
+    loaded = WPO.load(tmp_path / "wpo.zip", env=GoalEnv(), n_steps=1)  # an override that does take effect
+    assert loaded.n_steps == 1
 
 
 def test_per_dim_constraining_cannot_change_on_load(saved: Path):
