@@ -267,60 +267,63 @@ def run(algo: str, env_id: str, seed: int, steps: int, eval_freq: int, n_eval_ep
     th.set_num_threads(1)
     name = run_name(algo, env_id, seed, steps)
     run_dir = RUNS / name
-    _lock = hold_run_lock(run_dir)  # held until run() returns
-    checkpoint = latest_checkpoint(run_dir)
-    segment = {"commit": common.git_commit(), "sb3_wpo_uncommitted_changes": common.sb3_wpo_dirty()}
-    segment.update(started_utc=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), load_average=common.load_average())
-    if checkpoint is None:
-        state: dict[str, Any] = {"timesteps": 0, "train_wall_s": 0.0, "train_cpu_s": 0.0, "curve": [], "segments": []}
-    else:
-        state = checkpoint.state
-        print(f"{name}: resuming from {checkpoint.model} at {state['timesteps']} steps", flush=True)
-    segment["from_timesteps"] = state["timesteps"]
-    state["segments"].append(segment)
+    with hold_run_lock(run_dir):  # released however the run ends (a kill ends the process)
+        checkpoint = latest_checkpoint(run_dir)
+        segment = {"commit": common.git_commit(), "sb3_wpo_uncommitted_changes": common.sb3_wpo_dirty()}
+        segment.update(started_utc=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), load_average=common.load_average())
+        if checkpoint is None:
+            state: dict[str, Any] = {"timesteps": 0, "train_wall_s": 0.0, "train_cpu_s": 0.0, "curve": [], "segments": []}
+        else:
+            state = checkpoint.state
+            print(f"{name}: resuming from {checkpoint.model} at {state['timesteps']} steps", flush=True)
+        segment["from_timesteps"] = state["timesteps"]
+        state["segments"].append(segment)
 
-    experiment = make_experiment(algo, env_id, seed, steps, run_dir / "zoo", str(checkpoint.model) if checkpoint else "")
-    model, saved_hyperparams = experiment.setup_experiment() if checkpoint is None else resumed_model(experiment, checkpoint)
-    eval_env = experiment.create_envs(1, eval_env=True, no_log=True)
-    recorder = common.EvalRecorder(
-        eval_env,
-        eval_freq,
-        n_eval_episodes,
-        curve_train_stats=True,
-        curve=state["curve"],
-        train_wall_s=state["train_wall_s"],
-        train_cpu_s=state["train_cpu_s"],
-        name=name,
-    )
-    start = time.perf_counter()
-    callbacks = [recorder, RunCheckpoint(recorder, state, save_freq, run_dir)]  # evaluations first: a step has both
-    model.learn(steps - state["timesteps"], callback=callbacks, reset_num_timesteps=checkpoint is None)
-    if not state["curve"] or state["curve"][-1]["timesteps"] != model.num_timesteps:
-        recorder.evaluate()
-    segment["wall_s"] = round(time.perf_counter() - start, 1)
-    final = RunCheckpoint(recorder, state, 1, run_dir)  # the final model stays loadable; its buffer is dropped below
-    final.init_callback(model)
-    final.on_step()
-    record = {
-        "name": name,
-        "algo": algo,
-        "env_id": env_id,
-        "seed": seed,
-        "steps": steps,
-        "hyperparams": common.hyperparams_for_json(dict(saved_hyperparams)),
-        "eval_freq": eval_freq,
-        "n_eval_episodes": n_eval_episodes,
-        "curve": state["curve"],
-        "final_return": state["curve"][-1]["eval_mean"],
-        "train_wall_s": round(state["train_wall_s"], 1),
-        "train_cpu_s": round(state["train_cpu_s"], 1),
-        "segments": state["segments"],
-        "commit": state["segments"][0]["commit"],
-        "machine": common.machine_info(),
-    }
-    common.append_jsonl(OUT / "runs.jsonl", record)
-    drop_replay_buffers(run_dir)
-    print(f"{name}: done, final eval {record['final_return']:.1f}", flush=True)
+        experiment = make_experiment(algo, env_id, seed, steps, run_dir / "zoo", str(checkpoint.model) if checkpoint else "")
+        if checkpoint is None:
+            model, saved_hyperparams = experiment.setup_experiment()
+        else:
+            model, saved_hyperparams = resumed_model(experiment, checkpoint)
+        eval_env = experiment.create_envs(1, eval_env=True, no_log=True)
+        recorder = common.EvalRecorder(
+            eval_env,
+            eval_freq,
+            n_eval_episodes,
+            curve_train_stats=True,
+            curve=state["curve"],
+            train_wall_s=state["train_wall_s"],
+            train_cpu_s=state["train_cpu_s"],
+            name=name,
+        )
+        start = time.perf_counter()
+        callbacks = [recorder, RunCheckpoint(recorder, state, save_freq, run_dir)]  # evaluations first: a step has both
+        model.learn(steps - state["timesteps"], callback=callbacks, reset_num_timesteps=checkpoint is None)
+        if not state["curve"] or state["curve"][-1]["timesteps"] != model.num_timesteps:
+            recorder.evaluate()
+        segment["wall_s"] = round(time.perf_counter() - start, 1)
+        final = RunCheckpoint(recorder, state, 1, run_dir)  # the final model stays loadable; its buffer is dropped below
+        final.init_callback(model)
+        final.on_step()
+        record = {
+            "name": name,
+            "algo": algo,
+            "env_id": env_id,
+            "seed": seed,
+            "steps": steps,
+            "hyperparams": common.hyperparams_for_json(dict(saved_hyperparams)),
+            "eval_freq": eval_freq,
+            "n_eval_episodes": n_eval_episodes,
+            "curve": state["curve"],
+            "final_return": state["curve"][-1]["eval_mean"],
+            "train_wall_s": round(state["train_wall_s"], 1),
+            "train_cpu_s": round(state["train_cpu_s"], 1),
+            "segments": state["segments"],
+            "commit": state["segments"][0]["commit"],
+            "machine": common.machine_info(),
+        }
+        common.append_jsonl(OUT / "runs.jsonl", record)
+        drop_replay_buffers(run_dir)
+        print(f"{name}: done, final eval {record['final_return']:.1f}", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -479,7 +479,17 @@ def test_campaign_run_resumes_from_its_checkpoint(layout: str, tmp_path: Path, m
     if layout == "before":
         as_the_harness_before_saved_it(run_dir)
     monkeypatch.setattr(campaign.RunCheckpoint, "_on_step", original)
+    resumed: list[tuple[int, int]] = []
+    resume = campaign.resumed_model
+
+    def keep_what_was_resumed(*args: Any) -> tuple[Any, dict[str, Any]]:
+        model, hyperparams = resume(*args)
+        resumed.append((model.num_timesteps, model.replay_buffer.size()))
+        return model, hyperparams
+
+    monkeypatch.setattr(campaign, "resumed_model", keep_what_was_resumed)
     campaign.run("wpo", "Pendulum-v1", 0, 400, eval_freq=100, n_eval_episodes=1, save_freq=100)
+    assert resumed == [(300, 299)], "the model goes on from the checkpoint's timesteps, with its replay buffer"
     (record,) = common.read_jsonl(tmp_path / "out" / "runs.jsonl")
     assert [point["timesteps"] for point in record["curve"]] == [100, 200, 300, 400]
     assert [segment["from_timesteps"] for segment in record["segments"]] == [0, 300]
