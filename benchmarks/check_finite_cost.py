@@ -8,26 +8,20 @@ Writes ``benchmarks/results/check_finite_cost.json``. Run it on an idle machine 
 """
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import common
 import torch as th
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # sb3_wpo from the working tree when it is not installed
-    sys.path.insert(0, str(ROOT))
+from sb3_wpo import WPO
 
-from sb3_wpo import WPO  # noqa: E402
-
-RESULT = ROOT / "benchmarks" / "results" / "check_finite_cost.json"
+RESULT = common.RESULTS / "check_finite_cost.json"
 
 
 def time_train(model: WPO, check_finite: bool, calls: int, gradient_steps: int) -> float:
@@ -50,10 +44,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULT)
     args = parser.parse_args()
     th.set_num_threads(1)
-    load_before = os.getloadavg()[0]
+    load_before = common.load_average()[0]
 
-    # Default WPO hyperparameters (net [256, 256], batch 256, N = 20); the buffer is filled with random actions.
-    model = WPO("MlpPolicy", args.env, learning_starts=2_000, seed=0, device="cpu")
+    # WPO's constructor defaults, built by the zoo; the buffer is filled with random actions.
+    model, _ = common.zoo_model("wpo", args.env, 0, {"policy": "MlpPolicy", "n_timesteps": 1}, {"learning_starts": 2_000})
     model.learn(2_000)
     model.train(gradient_steps=5, batch_size=model.batch_size)  # warm-up: Adam states, allocator, snapshot buffers
 
@@ -104,7 +98,7 @@ def main() -> None:
 
     result = {
         "what": "seconds per model.train(gradient_steps, batch_size) with check_finite on vs off, same process",
-        "command": "python benchmarks/check_finite_cost.py " + " ".join(sys.argv[1:]),
+        "command": common.command_line(),
         "env": args.env,
         "hyperparameters": {
             "batch_size": model.batch_size,
@@ -120,17 +114,13 @@ def main() -> None:
             "parts_median_us": {name: 1e6 * statistics.median(times) for name, times in part_times.items()},
         },
         "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch": th.__version__,
-            "torch_threads": th.get_num_threads(),
+            **common.machine_info(),
             "load_average_before": load_before,
-            "load_average_after": os.getloadavg()[0],
+            "load_average_after": common.load_average()[0],
         },
+        "meta": common.provenance(),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    common.write_json(args.output, result)
     for case in cases:
         print(
             f"gradient_steps={case['gradient_steps']:>3}: on {case['check_finite_on']['median_ms']:.3f} ms, "

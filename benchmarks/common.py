@@ -1,37 +1,41 @@
-"""Shared helpers of the benchmark scripts: machine description, the RL Zoo's ExperimentManager, zoo entries, run
-pool, statistics, plots.
+"""Shared helpers of the benchmark scripts: machine description, records, the RL Zoo's ExperimentManager, the
+evaluation callback, the pool of run commands, statistics, plots.
 
-Each benchmark process runs torch on one thread (``torch.set_num_threads(1)``) and at most two processes run
-in parallel: the benchmark machine has two cores.
+Each benchmark process runs torch on one thread (``torch.set_num_threads(1)``), and each run is one command line:
+the local pool runs at most one per core at a time, a cluster's scheduler can run the same lines.
 """
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import importlib
+import io
 import json
-import multiprocessing as mp
 import os
 import platform
+import shlex
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import gymnasium as gym
 import matplotlib
 
 matplotlib.use("Agg")
 import numpy as np
 import torch as th
 import yaml
-from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
-from stable_baselines3.common.preprocessing import get_action_dim
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # sb3_wpo from the working tree when it is not installed
@@ -39,7 +43,21 @@ if str(ROOT) not in sys.path:  # sb3_wpo from the working tree when it is not in
 RESULTS = ROOT / "benchmarks" / "results"
 # WPO's train/* statistics recorded after every train() call (binned over 500 env steps) by the returns and ε runs.
 WPO_TRAIN_KEYS = ("kl_mean", "kl_std", "alpha_mean", "alpha_std", "pi_std_min", "pi_std_max", "q_mean", "dq_da_norm")
-SUCCESS_THRESHOLDS = {"Pendulum-v1": -200.0, "LunarLanderContinuous-v3": 200.0, "HalfCheetah-v5": 3000.0}
+# The return each benchmark counts as reached (success rates, steps to the threshold, the campaign's table): Pendulum-v1
+# and LunarLanderContinuous-v3 solved; on the campaign's tasks about half the published anchor, rounded
+# (benchmarks/campaign_report.py), and on humanoid-stand, whose anchor is the floor, 100: twenty times the floor,
+# where SAC's seed 0 took off.
+THRESHOLDS = {
+    "Pendulum-v1": -200.0,
+    "LunarLanderContinuous-v3": 200.0,
+    "dm_control/humanoid-stand-v0": 100.0,
+    "dm_control/cartpole-swingup-v0": 400.0,
+    "dm_control/walker-walk-v0": 500.0,
+    "dm_control/cheetah-run-v0": 300.0,
+    "HalfCheetah-v5": 5000.0,
+    "Hopper-v5": 1200.0,
+    "Walker2d-v5": 2000.0,
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -129,8 +147,10 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one record as a line, under an exclusive lock: runs started by a scheduler may finish at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
         file.write(json.dumps(record, default=float) + "\n")
         file.flush()
         os.fsync(file.fileno())
@@ -238,52 +258,6 @@ def raw_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
     return dict(entries[env_id])
 
 
-def preprocess_hyperparams(hyperparams: dict[str, Any], env: gym.Env | VecEnv) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Model kwargs from a zoo entry, as rl_zoo3's ExperimentManager builds them (schedules, policy_kwargs strings,
-    action noise). Returns (model kwargs, entries that are not model kwargs). Only the timed models of speed.py
-    (headline) and update_cost.py (built without the zoo) use it; training runs are built by the zoo."""
-    from rl_zoo3.utils import linear_schedule
-
-    hyperparams = dict(hyperparams)
-    extra: dict[str, Any] = {
-        key: hyperparams.pop(key)
-        for key in (
-            "n_timesteps",
-            "n_envs",
-            "normalize",
-            "env_wrapper",
-            "callback",
-            "frame_stack",
-            "hyperparams_from",
-            "vec_env_wrapper",
-            "normalize_kwargs",
-        )
-        if key in hyperparams
-    }
-    for key in ("learning_rate", "clip_range", "clip_range_vf"):
-        value = hyperparams.get(key)
-        if isinstance(value, str) and value.startswith("lin_"):
-            hyperparams[key] = linear_schedule(float(value.split("_")[1]))
-    if isinstance(hyperparams.get("policy_kwargs"), str):
-        hyperparams["policy_kwargs"] = eval(hyperparams["policy_kwargs"], {"nn": th.nn, "th": th, "torch": th})
-    if isinstance(hyperparams.get("train_freq"), list):
-        hyperparams["train_freq"] = tuple(hyperparams["train_freq"])
-    noise_type = hyperparams.pop("noise_type", None)
-    noise_std = hyperparams.pop("noise_std", None)
-    if noise_type is not None:
-        n_actions = get_action_dim(env.action_space)
-        mean, sigma = np.zeros(n_actions), float(noise_std) * np.ones(n_actions)
-        if "normal" in noise_type:
-            hyperparams["action_noise"] = NormalActionNoise(mean=mean, sigma=sigma)
-        elif "ornstein-uhlenbeck" in noise_type:
-            hyperparams["action_noise"] = OrnsteinUhlenbeckActionNoise(mean=mean, sigma=sigma)
-        else:
-            raise RuntimeError(f"Unknown noise type {noise_type}")
-    if extra.get("normalize"):
-        raise NotImplementedError("VecNormalize entries are not supported by these benchmarks")
-    return hyperparams, extra
-
-
 def hyperparams_for_json(hyperparams: dict[str, Any]) -> dict[str, Any]:
     return {
         key: (value if isinstance(value, (int, float, str, bool, type(None))) else repr(value))
@@ -291,44 +265,202 @@ def hyperparams_for_json(hyperparams: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def algo_class(algo: str) -> type:
-    if algo == "wpo":
-        from sb3_wpo import WPO
-
-        return WPO
-    if algo == "tqc":
-        from sb3_contrib import TQC
-
-        return TQC
-    import stable_baselines3 as sb3
-
-    return getattr(sb3, algo.upper())
+def zoo_model(
+    algo: str,
+    env_id: str,
+    seed: int,
+    entry: dict[str, Any] | None = None,
+    hyperparams: dict[str, Any] | None = None,
+    steps: int = 0,
+) -> tuple[Any, dict[str, Any]]:
+    """A model and its hyperparameters as the zoo builds them (:func:`zoo_experiment`'s ``setup_experiment``), for the
+    timing benchmarks: from the zoo's entry of ``env_id``, or from ``entry`` (a temporary config holding it), with
+    ``hyperparams`` replacing its values; the zoo's log folder is temporary and its printing kept off the output."""
+    with tempfile.TemporaryDirectory(prefix="sb3-wpo-zoo-") as folder:
+        config = None
+        if entry is not None:
+            config = str(Path(folder) / "config.yml")
+            Path(config).write_text(yaml.safe_dump({env_id: entry}))
+        with contextlib.redirect_stdout(io.StringIO()):
+            experiment = zoo_experiment(algo, env_id, seed, steps, Path(folder) / "zoo", config, hyperparams)
+            model, saved_hyperparams = experiment.setup_experiment()
+    return model, dict(saved_hyperparams)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Run pool
+# The evaluation callback of every benchmark run
 # ----------------------------------------------------------------------------------------------------------------
-def _init_worker() -> None:
-    th.set_num_threads(1)
+class EvalRecorder(BaseCallback):
+    """EvalCallback-style: every ``eval_freq`` environment steps (counted from the run's start, across resumes),
+    ``n_eval_episodes`` deterministic episodes on a separate env, its ``VecNormalize`` statistics synced from the
+    training env as in the zoo's EvalCallback.
+
+    Each point of ``curve`` has the timesteps, the train wall-clock and process CPU time so far (evaluations, and
+    what runs inside :meth:`clock_paused`, excluded), the return's mean and std and the mean episode length; with
+    ``curve_train_stats``, also the last train() call's ``train/*`` logger values (WPO: policy std, KL, Q, ∇a Q; SAC:
+    entropy coefficient, losses), to tell why a run stalls. With ``train_keys``, WPO's ``train/*`` values of every
+    train() call, averaged over bins of ``train_bin`` environment steps (``train_stats``) and over the run
+    (:meth:`train_means`). A resumed run passes its curve and train time so far."""
+
+    def __init__(
+        self,
+        eval_env: VecEnv,
+        eval_freq: int,
+        n_eval_episodes: int,
+        train_keys: Iterable[str] = (),
+        train_bin: int = 500,
+        curve_train_stats: bool = False,
+        curve: list[dict[str, Any]] | None = None,
+        train_wall_s: float = 0.0,
+        train_cpu_s: float = 0.0,
+        name: str = "",
+    ):
+        super().__init__()
+        self.eval_env = eval_env
+        self.eval_freq = eval_freq
+        self.n_eval_episodes = n_eval_episodes
+        self.train_keys = list(train_keys)
+        self.train_bin = train_bin
+        self.curve_train_stats = curve_train_stats
+        self.curve: list[dict[str, Any]] = curve if curve is not None else []
+        self.train_wall_s, self.train_cpu_s = train_wall_s, train_cpu_s
+        self.name = name  # printed with each evaluation when given
+        self.train_stats: list[dict[str, float]] = []  # means over bins of ``train_bin`` environment steps
+        self.train_totals: dict[str, float] = {}  # sums over all train() calls
+        self.n_train_calls = 0
+        self._bin: dict[str, list[float]] = {}
+        self._last_updates = -1
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def _on_training_start(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def _tick(self) -> None:
+        """Add the time since the last tick to the train time."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.train_wall_s += wall - self._wall
+        self.train_cpu_s += cpu - self._cpu
+        self._wall, self._cpu = wall, cpu
+
+    @contextlib.contextmanager
+    def clock_paused(self) -> Iterator[None]:
+        """Keep what runs inside (an evaluation, a checkpoint) off the train time."""
+        self._tick()
+        try:
+            yield
+        finally:
+            self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def _on_rollout_start(self) -> None:
+        """Called right after each train(): read the train/* values it logged (before any dump clears them)."""
+        if not self.train_keys:
+            return
+        values = self.model.logger.name_to_value
+        n_updates = getattr(self.model, "_n_updates", 0)
+        if n_updates == self._last_updates or f"train/{self.train_keys[0]}" not in values:
+            return
+        self._last_updates = n_updates
+        self.n_train_calls += 1
+        for key in self.train_keys:
+            value = float(values.get(f"train/{key}", float("nan")))
+            self._bin.setdefault(key, []).append(value)
+            self.train_totals[key] = self.train_totals.get(key, 0.0) + value
+        if self.num_timesteps // self.train_bin != (self.num_timesteps - 1) // self.train_bin:
+            self.flush_bin()
+
+    def flush_bin(self) -> None:
+        if self._bin:
+            record: dict[str, float] = {"timesteps": self.num_timesteps, "n_updates": self._last_updates}
+            record.update({key: float(np.mean(values)) for key, values in self._bin.items()})
+            self.train_stats.append(record)
+            self._bin = {}
+
+    def train_means(self) -> dict[str, float]:
+        return {key: total / max(self.n_train_calls, 1) for key, total in self.train_totals.items()}
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % self.eval_freq == 0:
+            self.evaluate()
+        return True
+
+    def evaluate(self) -> None:
+        with self.clock_paused():
+            sync_envs_normalization(self.training_env, self.eval_env)
+            returns, lengths = evaluate_policy(
+                self.model, self.eval_env, self.n_eval_episodes, deterministic=True, return_episode_rewards=True
+            )
+            point: dict[str, Any] = {
+                "timesteps": self.model.num_timesteps,
+                "train_wall_s": round(self.train_wall_s, 3),
+                "train_cpu_s": round(self.train_cpu_s, 3),
+                "eval_mean": float(np.mean(returns)),
+                "eval_std": float(np.std(returns)),
+                "eval_ep_length": float(np.mean(lengths)),
+            }
+            if self.curve_train_stats:
+                logged = self.model.logger.name_to_value
+                point.update({key.removeprefix("train/"): float(v) for key, v in logged.items() if key.startswith("train/")})
+            self.curve.append(point)
+            if self.name:
+                print(f"{self.name}: {point['timesteps']} steps, eval {point['eval_mean']:.1f}", flush=True)
 
 
-def run_pool(
-    worker: Callable[[dict[str, Any]], dict[str, Any]],
-    specs: list[dict[str, Any]],
-    on_result: Callable[[dict[str, Any]], None],
+# ----------------------------------------------------------------------------------------------------------------
+# Runs as command lines, and the local pool that runs them
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Command:
+    """One run as a command line (``argv``), the way CleanRL's benchmark utility hands its runs out: the local pool
+    (:func:`run_commands`) is one way to run a list of them, a cluster's scheduler (one line per array task) another.
+    The run writes its own record. ``log``: where the pool sends its output (None: the pool's own output)."""
+
+    name: str
+    argv: tuple[str, ...]
+    log: Path | None = None
+
+    def line(self) -> str:
+        """The shell line, relative to the repository root (where the scheduler's job starts)."""
+        argv = ["python" if self.argv[0] == sys.executable else self.argv[0], *self.argv[1:]]
+        argv = [os.path.relpath(arg, ROOT) if arg.startswith(str(ROOT)) else arg for arg in argv]
+        return shlex.join(argv)
+
+
+def run_commands(
+    pending: Callable[[], list[Command]],
     processes: int = 2,
-    desc: str = "runs",
-) -> None:
-    """Run ``worker`` on each of ``specs`` in a pool of ``processes`` (≤ 2) and hand each result to ``on_result`` as
-    soon as it finishes (tqdm progress bar over runs)."""
-    from tqdm import tqdm
+    poll_s: float = 1.0,
+    busy_elsewhere: Callable[[set[str]], int] = lambda running: 0,
+) -> dict[str, int]:
+    """Run commands ``processes`` at a time (at most one per core), each in its own process, until none is left.
 
-    if not specs:
-        return
-    processes = max(1, min(processes, 2, len(specs)))
-    with mp.get_context("fork").Pool(processes, initializer=_init_worker, maxtasksperchild=1) as pool:
-        for record in tqdm(pool.imap_unordered(worker, specs), total=len(specs), desc=desc, file=sys.stdout):
-            on_result(record)
+    ``pending()`` is asked again at every poll, in the order to start them, so that a list read from files can
+    change while runs go on (a run finished elsewhere drops out; a queue restarted later picks up where this one
+    was); ``busy_elsewhere(running)``: processes outside this pool (it runs ``running``) that run the same list,
+    counted among ``processes``. A
+    command that ended is not started again by the same pool. Returns each started command's exit code."""
+    processes = max(1, min(processes, os.cpu_count() or 1))
+    started: dict[str, subprocess.Popen] = {}
+    ended: dict[str, int] = {}
+    while True:
+        for name, process in list(started.items()):
+            if process.poll() is not None:
+                del started[name]
+                ended[name] = process.returncode
+                print(f"{name} ended with exit code {process.returncode}", flush=True)
+        todo = [command for command in pending() if command.name not in started and command.name not in ended]
+        elsewhere = busy_elsewhere(set(started))
+        if not (todo or started or elsewhere):
+            return ended
+        while todo and len(started) + elsewhere < processes:
+            command = todo.pop(0)
+            with contextlib.ExitStack() as stack:
+                output = None
+                if command.log is not None:
+                    command.log.parent.mkdir(parents=True, exist_ok=True)
+                    output = stack.enter_context(command.log.open("a"))
+                started[command.name] = subprocess.Popen(list(command.argv), stdout=output, stderr=subprocess.STDOUT)
+            print(f"started {command.name} (pid {started[command.name].pid}): {command.line()}", flush=True)
+        time.sleep(poll_s)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -344,8 +476,7 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95, se
     return float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2))
 
 
-def first_crossing(curve: list[dict[str, float]], threshold: float, key: str) -> float | None:
-    for point in curve:
-        if point["eval_mean"] >= threshold:
-            return point[key]
-    return None
+def first_crossing(curve: list[dict[str, Any]], threshold: float, key: str = "timesteps") -> float | None:
+    """``key`` (environment steps, train wall-clock or CPU time) at the first evaluation reaching ``threshold``; None
+    if none did."""
+    return next((point[key] for point in curve if point["eval_mean"] >= threshold), None)

@@ -18,6 +18,9 @@ ExperimentManager builds it from wpo.yml's entry with the cell's settings as ``-
     python benchmarks/epsilon_sweep.py --seeds 0-1 --configs ours --modes soft hard
     python benchmarks/epsilon_sweep.py --quick
     python benchmarks/epsilon_sweep.py --report-only
+    python benchmarks/epsilon_sweep.py --commands   # one command line per run to do, for a scheduler
+
+Each run is one command line (this script with one cell and seed, ``--in-process``), run by the local pool.
 """
 
 import argparse
@@ -29,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 import numpy as np
-from returns import parse_seeds, run
+from returns import parse_seeds, run_here
 
 EPSILONS = (0.001, 0.005, 0.01, 0.02, 0.05)
 TRAIN_KEYS = common.WPO_TRAIN_KEYS
@@ -57,6 +60,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 ε, 1 seed, 1,500 steps, results/epsilon_quick")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--commands", action="store_true", help="print one command line per run to do (for a scheduler)")
+    parser.add_argument("--in-process", action="store_true", help="run the selected runs here, without the report")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
@@ -302,12 +307,21 @@ def report(out: Path, env_id: str, steps: int, meta: dict[str, Any]) -> None:
     if not records:
         print(f"no runs in {out / 'runs.jsonl'}")
         return
-    summary = summarize(records, common.SUCCESS_THRESHOLDS.get(env_id, -200.0))
+    summary = summarize(records, common.THRESHOLDS.get(env_id, -200.0))
     summary["meta"] = meta
     common.write_json(out / "summary.json", summary)
     (out / "summary.md").write_text(markdown_tables(summary))
     plot(records, summary, out / "epsilon_sweep.png", meta)
     print(markdown_tables(summary))
+
+
+def command(spec: dict[str, Any], args: argparse.Namespace) -> common.Command:
+    """One run's command line: this script with the run's cell and seed, in process (``--in-process``)."""
+    config, mode, epsilon = spec["cell"].split("/")
+    argv = [sys.executable, str(Path(__file__).resolve()), "--env", spec["env_id"], "--configs", config, "--modes", mode]
+    argv += ["--epsilons", epsilon, "--seeds", str(spec["seed"]), "--steps", str(spec["steps"])]
+    argv += ["--eval-freq", str(spec["eval_freq"]), "--n-eval-episodes", str(spec["n_eval_episodes"])]
+    return common.Command(spec["name"], (*argv, "--out", str(args.out), "--in-process"))
 
 
 def main() -> None:
@@ -317,13 +331,15 @@ def main() -> None:
     if not args.report_only:
         done = {(r["cell"], int(r["seed"]), int(r["steps"])) for r in all_records(args.out, args.env, args.steps)}
         specs = make_specs(args, done)
+        commands = [command(spec, args) for spec in specs]
+        if args.commands:
+            print("\n".join(c.line() for c in commands))
+            return
         print(f"{len(specs)} runs to do ({len(done)} already in {runs_file}); load average {common.load_average()}")
-
-        def on_result(record: dict[str, Any]) -> None:
-            common.append_jsonl(runs_file, record)
-            print(f"  {record['name']}: final {record['final_return']:.1f} in {record['total_wall_s']:.0f}s", flush=True)
-
-        common.run_pool(run, specs, on_result, processes=args.processes, desc="ε-sweep runs")
+        if args.in_process:
+            run_here(specs, runs_file)
+            return
+        common.run_commands(lambda: commands, processes=args.processes)
     report(args.out, args.env, args.steps, meta)
 
 

@@ -70,36 +70,15 @@ def timing_block(
 
 
 def speed_section(speed: dict[str, Any] | None) -> list[str]:
+    """The speed results: the tables from speed.json, in the text of ``notes/speed_method.md`` (what each part
+    measures), then the reading of the results (``notes/speed.md``)."""
     out = ["## 1. Speed (`benchmarks/speed.py`)", ""]
     if speed is None:
         return [*out, "Not run yet: `python benchmarks/speed.py`.", ""]
-    h = speed["headline"]
-    out += [
-        f"Run: {machine_line(speed['meta'])}.",
-        f"Load average (1, 5, 15 min) before: {speed['load_before']}, after: {speed['load_after']} "
-        "(what else ran is in the notes below; process CPU times are given beside wall-clock, contention affects them "
-        "less).",
-        f"Settings: {json.dumps({k: v for k, v in speed['args'].items() if k not in ('out',)})}.",
-        "",
-        "### Headline: shipped Pendulum-v1 settings, learn() per environment step",
-        "",
-        f"WPO with `hyperparams/wpo.yml` Pendulum-v1 `{json.dumps(h['settings']['WPO'])}` vs SAC with rl-zoo3 "
-        f"`sac.yml` Pendulum-v1 `{json.dumps(h['settings']['SAC'])}`; steady state (buffer past learning_starts), "
-        f"{speed['args']['headline_steps']} steps per timed learn() call, algorithms interleaved.",
-        "",
-        *timing_table(h["per_env_step_s"], "ms/step"),
-        "",
-        "**" + ratio_line("WPO / SAC wall-clock per environment step", h["ratio_WPO_over_SAC"]) + "**",
-        "",
-        "### Gradient updates at matched sizes (net [256, 256], batch 256)",
-        "",
-        f'"WPO" is WPO with its default num_samples N = {next(iter(speed["updates"].values()))["wpo_num_samples"]} '
-        '(the shipped Pendulum value), "WPO N=20" the reference\'s N; one critic for WPO, two for SAC and TD3 '
-        "(their defaults); TD3 updates its actor every second step.",
-        "",
-    ]
+    h, s, mm = speed["headline"], speed["score_method"], speed["matmul"]
+    updates: list[str] = []
     for env_id, r in speed["updates"].items():
-        out += timing_block(
+        updates += timing_block(
             f"{env_id}, `model.train(gradient_steps={speed['args']['updates']}, batch_size=256)`, per update:",
             r["per_update_s"],
             "ms",
@@ -109,97 +88,79 @@ def speed_section(speed: dict[str, Any] | None) -> list[str]:
                 "WPO N=20 / SAC": r["ratio_WPO_N20_over_SAC"],
             },
         )
-    out += ["### Whole learn() calls at update-to-data ratio 1 (train_freq 1, gradient_steps 1)", ""]
+    learn: list[str] = []
     for env_id, r in speed["learn"].items():
-        out += timing_block(
+        learn += timing_block(
             f"{env_id}, per environment step:",
             r["per_env_step_s"],
             "ms/step",
             {"WPO / SAC": r["ratio_WPO_over_SAC"], "WPO N=20 / SAC": r["ratio_WPO_N20_over_SAC"]},
         )
-    s = speed["score_method"]
-    out += [
-        "### Closed-form Gaussian score vs generic autograd score",
-        "",
-        "`sb3_wpo.losses.wpo_loss(..., score_method=...)` forward + backward at N=20, B=256, D=6 (per call), and one "
-        f"full WPO update on {s['full_update_env']} with `sb3_wpo.wpo.wpo_loss` switched to each method:",
-        "",
-        *timing_table(
-            {f"loss {k}": v for k, v in s["loss_fwd_bwd_N20_B256_D6_s"].items()}
-            | {f"full update {k}": v for k, v in s["full_update_s"].items()},
-            "ms",
-        ),
-        "",
-        "- " + ratio_line("loss: autograd / closed form", s["loss_ratio_autograd_over_closed_form"]),
-        "- " + ratio_line("full update: autograd / closed form", s["update_ratio_autograd_over_closed_form"]),
-        "",
-        "### Critic first layer on the N sampled actions: split vs concatenated input",
-        "",
-        "One full WPO update (N = 8, B = 256, net [256, 256]) with the critic's first layer split (state half once per "
-        "state) or fed the concatenated input (state half once per sample); `shipped` is what WPO does at this obs_dim:",
-        "",
-    ]
+    critic_split: list[str] = []
     for env_id, r in speed["critic_split"].items():
-        out += timing_block(
+        critic_split += timing_block(
             f"**{env_id}** (obs_dim {r['obs_dim']}, shipped: {r['shipped']})",
             r["per_update_s"],
             "ms",
             {"split / concatenated": r["ratio_split_over_concatenated"]},
         )
-    out += [
-        "### Cost of one WPO update vs num_samples N and batch size (Pendulum-v1, net [256, 256])",
-        "",
+    grid = [
         "| N | batch | wall median (ms) | CPU median (ms) | matmul GFLOP | GFLOP/s (wall) "
         "| fraction of th.mm peak (wall / CPU) |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in speed["grid"]["rows"]:
-        out.append(
+        grid.append(
             f"| {row['num_samples']} | {row['batch_size']} | {ms(row['wall_median'])} | {ms(row['cpu_median'])} | "
             f"{row['flops'] / 1e9:.3f} | {row['gflops_achieved']:.1f} | {row['fraction_of_matmul_peak']:.0%} / "
             f"{row.get('fraction_of_matmul_peak_cpu_time', float('nan')):.0%} |"
         )
-    f = speed["flops"]
-    mm = speed["matmul"]
-    out += [
-        "",
-        "### FLOPs and efficiency",
-        "",
-        f"Measured single-thread float32 `th.mm` throughput: {mm['square_2048']['gflops_best']:.1f} GFLOP/s "
-        f"(2048³, best of repeats; median {mm['square_2048']['gflops_median']:.1f}), "
-        f"{mm['critic_hidden_5120x256x256']['gflops_best']:.1f} GFLOP/s at the critic's hidden-layer shape "
-        "5120×256 @ 256×256.",
-        "",
-        "Matmul FLOPs of one WPO update (`wpo_update_flops` in speed.py; F_c, F_a = forward FLOPs per row of critic and "
-        "actor, 2·in·out per layer):",
-        "",
-        "```",
-        "total = n_critics·F_c·(3·N·B + 2·B) + 4·F_a·B",
-        "  target critic fwd on N·B rows + online critic fwd and input-gradient bwd on N·B rows (∇a Q)",
-        "  + critic fwd/bwd on B rows + target-actor fwd on B next states + actor fwd, target fwd, bwd on B",
-        "```",
-        "",
+    flops = [
+        f"- Pendulum-v1, {key}, B=256, [256, 256]: F_c = {g['per_row_critic_fwd']:,}, F_a = {g['per_row_actor_fwd']:,} "
+        f"→ {g['total'] / 1e9:.2f} GFLOP per update; achieved {g['achieved_gflops']:.1f} GFLOP/s on wall time = "
+        f"{g['fraction_of_peak']:.0%} of the measured th.mm peak ({g['achieved_gflops_cpu_time']:.1f} GFLOP/s = "
+        f"{g['fraction_of_peak_cpu_time']:.0%} on process CPU time)."
+        for key, g in speed["flops"]["pendulum_B256"].items()
     ]
-    for key, g in f["pendulum_B256"].items():
-        out.append(
-            f"- Pendulum-v1, {key}, B=256, [256, 256]: F_c = {g['per_row_critic_fwd']:,}, F_a = {g['per_row_actor_fwd']:,} "
-            f"→ {g['total'] / 1e9:.2f} GFLOP per update; achieved {g['achieved_gflops']:.1f} GFLOP/s on wall time = "
-            f"{g['fraction_of_peak']:.0%} of the measured th.mm peak ({g['achieved_gflops_cpu_time']:.1f} GFLOP/s = "
-            f"{g['fraction_of_peak_cpu_time']:.0%} on process CPU time)."
-        )
-    out += [
-        "",
-        "### Profile of one train() call",
-        "",
-        "Top ops by self CPU time (full table: [results/profile_update.txt](results/profile_update.txt)):",
-        "",
-        "| op | calls | self CPU (ms) | share |",
-        "|---|---|---|---|",
-    ]
+    profile = ["| op | calls | self CPU (ms) | share |", "|---|---|---|---|"]
     for op in speed["profile"]["top_self_cpu"]:
-        out.append(f"| `{op['op']}` | {op['count']} | {op['self_cpu_ms']:.1f} | {op['share']:.1%} |")
-    out += ["", note("speed"), "![speed](results/speed/speed.png)", ""]
-    return out
+        profile.append(f"| `{op['op']}` | {op['count']} | {op['self_cpu_ms']:.1f} | {op['share']:.1%} |")
+    text = (
+        note("speed_method")
+        .rstrip("\n")
+        .format(
+            run=machine_line(speed["meta"]),
+            load_before=speed["load_before"],
+            load_after=speed["load_after"],
+            settings=json.dumps({k: v for k, v in speed["args"].items() if k not in ("out",)}),
+            wpo_settings=json.dumps(h["settings"]["WPO"]),
+            sac_settings=json.dumps(h["settings"]["SAC"]),
+            headline_steps=speed["args"]["headline_steps"],
+            headline_table="\n".join(timing_table(h["per_env_step_s"], "ms/step")),
+            headline_ratio=ratio_line("WPO / SAC wall-clock per environment step", h["ratio_WPO_over_SAC"]),
+            wpo_num_samples=next(iter(speed["updates"].values()))["wpo_num_samples"],
+            updates="\n".join(updates),
+            learn="\n".join(learn),
+            score_env=s["full_update_env"],
+            score_table="\n".join(
+                timing_table(
+                    {f"loss {k}": v for k, v in s["loss_fwd_bwd_N20_B256_D6_s"].items()}
+                    | {f"full update {k}": v for k, v in s["full_update_s"].items()},
+                    "ms",
+                )
+            ),
+            score_loss_ratio=ratio_line("loss: autograd / closed form", s["loss_ratio_autograd_over_closed_form"]),
+            score_update_ratio=ratio_line("full update: autograd / closed form", s["update_ratio_autograd_over_closed_form"]),
+            critic_split="\n".join(critic_split),
+            grid_table="\n".join(grid),
+            mm_best=mm["square_2048"]["gflops_best"],
+            mm_median=mm["square_2048"]["gflops_median"],
+            mm_critic=mm["critic_hidden_5120x256x256"]["gflops_best"],
+            flops_lines="\n".join(flops),
+            profile_table="\n".join(profile),
+        )
+    )
+    return [*out, *text.split("\n"), "", note("speed"), "![speed](results/speed/speed.png)", ""]
 
 
 def update_cost_section(cost: dict[str, Any] | None) -> list[str]:

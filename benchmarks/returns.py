@@ -17,6 +17,10 @@ entry, and the record's hyperparams name it (``hyperparams_from``).
     python benchmarks/returns.py --envs Pendulum-v1 --algos wpo sac --seeds 0-9 --steps 20000
     python benchmarks/returns.py --quick            # smoke test: 2 seeds, 2,000 steps, separate output folder
     python benchmarks/returns.py --report-only      # only redo the summary and plots from runs.jsonl
+    python benchmarks/returns.py --seeds 0-9 --commands   # one command line per run to do, for a scheduler
+
+Each run is one command line (this script with one run's selection and ``--in-process``), run by the local pool
+``--processes`` at a time (``common.run_commands``); each appends its record to ``runs.jsonl``.
     python benchmarks/returns.py --algos wpo --defaults --set learning_starts=100 --out benchmarks/results/defaults/ls100
 """
 
@@ -26,7 +30,6 @@ import io
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +39,6 @@ import common
 import numpy as np
 import torch as th
 import yaml
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 ALGOS = ("wpo", "sac", "td3", "tqc")
 COLORS = {"wpo": "tab:red", "sac": "tab:blue", "td3": "tab:green", "tqc": "tab:purple"}
@@ -75,6 +75,8 @@ def parse_args() -> argparse.Namespace:
         "--defaults", action="store_true", help="the algorithms' constructor defaults instead of their zoo entries"
     )
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="e.g. learning_starts=100")
+    parser.add_argument("--commands", action="store_true", help="print one command line per run to do (for a scheduler)")
+    parser.add_argument("--in-process", action="store_true", help="run the selected runs here, without the report")
     args = parser.parse_args()
     args.overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
     if args.quick:
@@ -123,85 +125,6 @@ def make_specs(args: argparse.Namespace, done: set[tuple]) -> list[dict[str, Any
 # ----------------------------------------------------------------------------------------------------------------
 # One run: built by the zoo, evaluated every eval_freq steps
 # ----------------------------------------------------------------------------------------------------------------
-class EvalRecorder(BaseCallback):
-    """EvalCallback-style: every ``eval_freq`` steps, ``n_eval_episodes`` deterministic episodes on a separate env.
-
-    Records the timesteps, the training wall-clock and process CPU time (both excluding evaluation) and the return.
-    Optionally records WPO's train/* statistics after each train() call (read from ``logger.name_to_value``)."""
-
-    def __init__(
-        self, eval_env: VecEnv, eval_freq: int, n_eval_episodes: int, train_keys: Iterable[str] = (), train_bin: int = 500
-    ):
-        super().__init__()
-        self.eval_env = eval_env
-        self.eval_freq = eval_freq
-        self.n_eval_episodes = n_eval_episodes
-        self.train_keys = list(train_keys)
-        self.train_bin = train_bin
-        self.curve: list[dict[str, float]] = []
-        self.train_stats: list[dict[str, float]] = []  # means over bins of ``train_bin`` environment steps
-        self.train_totals: dict[str, float] = {}  # sums over all train() calls
-        self.n_train_calls = 0
-        self._bin: dict[str, list[float]] = {}
-        self._eval_wall = 0.0
-        self._eval_cpu = 0.0
-        self._last_updates = -1
-
-    def _on_training_start(self) -> None:
-        self._start_wall = time.perf_counter()
-        self._start_cpu = time.process_time()
-
-    def _on_rollout_start(self) -> None:
-        """Called right after each train(): read the train/* values it logged (before any dump clears them)."""
-        if not self.train_keys:
-            return
-        values = self.model.logger.name_to_value
-        n_updates = getattr(self.model, "_n_updates", 0)
-        if n_updates == self._last_updates or f"train/{self.train_keys[0]}" not in values:
-            return
-        self._last_updates = n_updates
-        self.n_train_calls += 1
-        for key in self.train_keys:
-            value = float(values.get(f"train/{key}", float("nan")))
-            self._bin.setdefault(key, []).append(value)
-            self.train_totals[key] = self.train_totals.get(key, 0.0) + value
-        if self.num_timesteps // self.train_bin != (self.num_timesteps - 1) // self.train_bin:
-            self._flush_bin()
-
-    def _flush_bin(self) -> None:
-        if self._bin:
-            record: dict[str, float] = {"timesteps": self.num_timesteps, "n_updates": self._last_updates}
-            record.update({key: float(np.mean(values)) for key, values in self._bin.items()})
-            self.train_stats.append(record)
-            self._bin = {}
-
-    def train_means(self) -> dict[str, float]:
-        return {key: total / max(self.n_train_calls, 1) for key, total in self.train_totals.items()}
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps % self.eval_freq == 0:
-            self.evaluate()
-        return True
-
-    def evaluate(self) -> None:
-        wall, cpu = time.perf_counter(), time.process_time()
-        sync_envs_normalization(self.training_env, self.eval_env)  # as the zoo's EvalCallback (VecNormalize entries)
-        returns, _ = evaluate_policy(
-            self.model, self.eval_env, n_eval_episodes=self.n_eval_episodes, deterministic=True, return_episode_rewards=True
-        )
-        self.curve.append(
-            {
-                "timesteps": self.num_timesteps,
-                "train_wall_s": round(wall - self._start_wall - self._eval_wall, 3),
-                "train_cpu_s": round(cpu - self._start_cpu - self._eval_cpu, 3),
-                "eval_mean": float(np.mean(returns)),
-                "eval_std": float(np.std(returns)),
-            }
-        )
-        self._eval_wall += time.perf_counter() - wall
-        self._eval_cpu += time.process_time() - cpu
-
-
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     """One training run. ``spec``: name, algo, env_id, seed, steps, eval_freq, n_eval_episodes, overrides (values
     that replace the zoo entry's, as ``-params``), train_keys, optionally train_bin, config_entry (the entry of a
@@ -232,7 +155,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             model.learning_starts = hyperparams["learning_starts"] = steps
         if "hyperparams_from" in spec:
             hyperparams["hyperparams_from"] = spec["hyperparams_from"]
-        recorder = EvalRecorder(eval_env, spec["eval_freq"], spec["n_eval_episodes"], spec.get("train_keys", ()))
+        recorder = common.EvalRecorder(eval_env, spec["eval_freq"], spec["n_eval_episodes"], spec.get("train_keys", ()))
         recorder.train_bin = spec.get("train_bin", 500)
         start = time.perf_counter()
         error = None
@@ -240,11 +163,12 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             model.learn(total_timesteps=steps, callback=recorder)
         except Exception as exc:  # a diverged run is a result too
             error = f"{type(exc).__name__}: {exc}"[:500]
-        recorder._flush_bin()
+        recorder.flush_bin()
         total_wall_s = round(time.perf_counter() - start, 2)
         model.get_env().close()
         eval_env.close()
     record: dict[str, Any] = {key: spec[key] for key in ("name", "algo", "env_id", "seed", "steps", "cell") if key in spec}
+    record["n_eval_episodes"] = spec["n_eval_episodes"]
     record.update(
         {
             "hyperparams": common.hyperparams_for_json(hyperparams),
@@ -271,7 +195,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     summary = []
     for (env_id, algo, steps), runs in sorted(groups.items()):
         runs = sorted(runs, key=lambda r: r["seed"])
-        threshold = common.SUCCESS_THRESHOLDS.get(env_id, float("inf"))
+        threshold = common.THRESHOLDS.get(env_id, float("inf"))
         finals = np.array([r["final_return"] for r in runs], dtype=float)
         ok = np.nan_to_num(finals, nan=-np.inf) >= threshold
         to_step = [common.first_crossing(r["curve"], threshold, "timesteps") for r in runs]
@@ -340,8 +264,8 @@ def plot_curves(records: list[dict[str, Any]], out: Path, meta: dict[str, Any]) 
             intervals = np.array([common.bootstrap_ci(values[:, i]) for i in range(length)])
             ax.plot(steps, values.mean(axis=0), color=COLORS[algo], label=f"{algo.upper()} ({len(runs)} seeds)")
             ax.fill_between(steps, intervals[:, 0], intervals[:, 1], color=COLORS[algo], alpha=0.2)
-        if env_id in common.SUCCESS_THRESHOLDS:
-            ax.axhline(common.SUCCESS_THRESHOLDS[env_id], color="0.5", ls=":", lw=1, label="success threshold")
+        if env_id in common.THRESHOLDS:
+            ax.axhline(common.THRESHOLDS[env_id], color="0.5", ls=":", lw=1, label="success threshold")
         ax.set_xlabel("environment steps")
         ax.set_ylabel(f"deterministic eval return ({records[0].get('n_eval_episodes', 10)} episodes)")
         ax.set_title(f"{env_id}: mean and 95% bootstrap interval over seeds")
@@ -370,6 +294,23 @@ def report(out: Path, meta: dict[str, Any]) -> None:
     print(markdown_table(summary))
 
 
+def command(spec: dict[str, Any], args: argparse.Namespace) -> common.Command:
+    """One run's command line: this script with the run's selection, in process (``--in-process``)."""
+    argv = [sys.executable, str(Path(__file__).resolve()), "--envs", spec["env_id"], "--algos", spec["algo"]]
+    argv += ["--seeds", str(spec["seed"]), "--steps", str(spec["steps"]), "--eval-freq", str(spec["eval_freq"])]
+    argv += ["--n-eval-episodes", str(spec["n_eval_episodes"]), "--out", str(args.out), "--in-process"]
+    argv += ["--defaults"] * args.defaults + (["--set", *args.set] if args.set else [])
+    return common.Command(spec["name"], tuple(argv))
+
+
+def run_here(specs: list[dict[str, Any]], runs_file: Path) -> None:
+    """Run ``specs`` in this process one after the other, each appending its record as it finishes."""
+    for spec in specs:
+        record = run(spec)
+        common.append_jsonl(runs_file, record)
+        print(f"  {record['name']}: final {record['final_return']:.1f} in {record['total_wall_s']:.0f}s", flush=True)
+
+
 def main() -> None:
     args = parse_args()
     meta = common.provenance()
@@ -377,14 +318,15 @@ def main() -> None:
     if not args.report_only:
         done = {run_key(r) for r in common.read_jsonl(runs_file)}
         specs = make_specs(args, done)
+        commands = [command(spec, args) for spec in specs]
+        if args.commands:
+            print("\n".join(c.line() for c in commands))
+            return
         print(f"{len(specs)} runs to do ({len(done)} already in {runs_file}); load average {common.load_average()}")
-
-        def on_result(record: dict[str, Any]) -> None:
-            record["n_eval_episodes"] = args.n_eval_episodes
-            common.append_jsonl(runs_file, record)
-            print(f"  {record['name']}: final {record['final_return']:.1f} in {record['total_wall_s']:.0f}s", flush=True)
-
-        common.run_pool(run, specs, on_result, processes=args.processes, desc="returns runs")
+        if args.in_process:
+            run_here(specs, runs_file)
+            return
+        common.run_commands(lambda: commands, processes=args.processes)
     report(args.out, meta)
 
 

@@ -40,6 +40,7 @@ import numpy as np
 import torch as th
 
 HIDDEN = [256, 256]
+ENTRY = {"policy": "MlpPolicy", "n_timesteps": 1}  # a zoo entry of the constructor defaults (no training budget here)
 
 
 def parse_args() -> argparse.Namespace:
@@ -105,15 +106,15 @@ def ratio(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
 # Models
 # ----------------------------------------------------------------------------------------------------------------
 def make_model(algo: str, env_id: str, seed: int, learning_starts: int, **kwargs: Any) -> Any:
-    from stable_baselines3.common.env_util import make_vec_env
-
-    env = make_vec_env(env_id, n_envs=1, seed=seed)
+    """``algo`` at its constructor defaults but for the matched sizes and ``kwargs``, built by the zoo (an entry with
+    just the policy, the rest as ``-params``)."""
     kwargs.setdefault("policy_kwargs", dict(net_arch=list(HIDDEN)))
     kwargs.setdefault("batch_size", 256)
     kwargs.setdefault("buffer_size", 100_000)
     kwargs.setdefault("train_freq", 1)
     kwargs.setdefault("gradient_steps", 1)
-    return common.algo_class(algo)("MlpPolicy", env, seed=seed, learning_starts=learning_starts, verbose=0, **kwargs)
+    model, _ = common.zoo_model(algo, env_id, seed, ENTRY, {"learning_starts": learning_starts, **kwargs})
+    return model
 
 
 def filled(model: Any, steps: int) -> Any:
@@ -152,19 +153,12 @@ def matched_models(env_id: str, seed: int, fill: int) -> dict[str, Any]:
 
 
 def shipped_models(seed: int, fill: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """WPO with hyperparams/wpo.yml's Pendulum-v1 entry, SAC with rl-zoo3's sac.yml Pendulum-v1 entry."""
-    from stable_baselines3.common.env_util import make_vec_env
-
+    """WPO with hyperparams/wpo.yml's Pendulum-v1 entry, SAC with rl-zoo3's sac.yml Pendulum-v1 entry, built by the zoo."""
     models, settings = {}, {}
     for algo in ("wpo", "sac"):
-        entry = common.raw_hyperparams(algo, "Pendulum-v1")
-        env = make_vec_env("Pendulum-v1", n_envs=1, seed=seed)
-        kwargs, _ = common.preprocess_hyperparams(entry, env)
-        policy = kwargs.pop("policy")
-        kwargs["learning_starts"] = fill
-        model = common.algo_class(algo)(policy, env, seed=seed, verbose=0, **kwargs)
+        model, _ = common.zoo_model(algo, "Pendulum-v1", seed, hyperparams={"learning_starts": fill})
         models[algo.upper()] = filled(model, fill)
-        settings[algo.upper()] = common.hyperparams_for_json(entry)
+        settings[algo.upper()] = common.hyperparams_for_json(common.raw_hyperparams(algo, "Pendulum-v1"))
     return models, settings
 
 

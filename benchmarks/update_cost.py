@@ -22,6 +22,7 @@ Parts (one torch thread everywhere; variants interleaved across repeats; min and
 """
 
 import argparse
+import functools
 import json
 import resource
 import statistics
@@ -35,6 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
+import gymnasium as gym
 import numpy as np
 
 SIZES = {  # name: (obs_dim, act_dim, wpo.yml entry)
@@ -78,33 +80,37 @@ def switch_allocator(on: bool) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # Part 1: one update, in a child process
 # ----------------------------------------------------------------------------------------------------------------
-def random_env(obs_dim: int, act_dim: int) -> Any:
-    import gymnasium as gym
+class RandomEnv(gym.Env):
+    """Random observations and rewards of the given sizes: an update's cost without an environment's."""
 
-    class RandomEnv(gym.Env):
-        observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
-        action_space = gym.spaces.Box(-1.0, 1.0, (act_dim,), np.float32)
+    def __init__(self, obs_dim: int, act_dim: int):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (act_dim,), np.float32)
 
-        def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
-            super().reset(seed=seed)
-            return self.np_random.standard_normal(obs_dim).astype(np.float32), {}
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        return self.np_random.standard_normal(self.observation_space.shape).astype(np.float32), {}
 
-        def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-            obs = self.np_random.standard_normal(obs_dim).astype(np.float32)
-            return obs, float(self.np_random.standard_normal()), False, False, {}
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        obs = self.np_random.standard_normal(self.observation_space.shape).astype(np.float32)
+        return obs, float(self.np_random.standard_normal()), False, False, {}
 
-    return RandomEnv()
+
+def random_env_id(obs_dim: int, act_dim: int) -> str:
+    """A registered id of :class:`RandomEnv` at these sizes, for the zoo to build."""
+    env_id = f"RandomBox-{obs_dim}x{act_dim}-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=functools.partial(RandomEnv, obs_dim, act_dim))
+    return env_id
 
 
 def wpo_at_size(size: str, **overrides: Any) -> Any:
-    """WPO with the wpo.yml entry of ``size`` (``overrides`` replacing its values) on a random environment of its sizes."""
-    from sb3_wpo import WPO
-
+    """WPO with the wpo.yml entry of ``size`` (``overrides`` replacing its values) on a random environment of its sizes,
+    built by the zoo."""
     obs_dim, act_dim, entry_id = SIZES[size]
-    env = random_env(obs_dim, act_dim)
-    kwargs, _ = common.preprocess_hyperparams(common.raw_hyperparams("wpo", entry_id), env)
-    kwargs.pop("policy")
-    return WPO("MlpPolicy", env, seed=0, verbose=0, **{**kwargs, **overrides})
+    entry = {k: v for k, v in common.raw_hyperparams("wpo", entry_id).items() if k != "hyperparams_from"}
+    model, _ = common.zoo_model("wpo", random_env_id(obs_dim, act_dim), 0, entry, overrides)
+    return model
 
 
 def child_update(size: str, allocator: str, timings: int, updates: int) -> dict[str, Any]:

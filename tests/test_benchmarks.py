@@ -20,6 +20,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
+import campaign
+import campaign_report
 import common
 import epsilon_sweep
 import returns
@@ -32,35 +34,23 @@ def test_parse_seeds():
     assert parse_seeds(["0-2", "5,7", "9"]) == [0, 1, 2, 5, 7, 9]
 
 
-def rl_zoo3_model_kwargs(algo: str, env_id: str, tmp_path: Path) -> dict[str, Any]:
-    """The model kwargs rl-zoo3's own ExperimentManager builds for a zoo entry."""
-    from stable_baselines3.common.env_util import make_vec_env
+def test_timing_models_are_built_by_the_zoo():
+    """speed.py's and update_cost.py's models: the zoo's entry (speed's headline), the constructor defaults at the
+    matched sizes (speed), the wpo.yml entry on a random env of a task's sizes (update_cost)."""
+    import speed
+    import update_cost
 
-    manager = common.zoo_experiment(algo, env_id, 0, 0, tmp_path)
-    hyperparams, saved = manager.read_hyperparameters()
-    hyperparams, *_ = manager._preprocess_hyperparams(hyperparams)
-    return manager._preprocess_action_noise(hyperparams, saved, make_vec_env(env_id))
-
-
-SCHEDULES = ("learning_rate", "clip_range", "clip_range_vf")  # a constant or a schedule: compare their values
-
-
-def comparable(key: str, value: Any) -> Any:
-    if key in SCHEDULES:
-        return [value(p) if callable(value) else value for p in (1.0, 0.5, 0.0)]
-    if hasattr(value, "_sigma"):  # action noise
-        return type(value).__name__, value._mu.tolist(), value._sigma.tolist()
-    return value
-
-
-@pytest.mark.parametrize("algo", ["wpo", "sac"])
-def test_speed_headline_settings_parsed_as_rl_zoo3_does(algo, tmp_path):
-    """speed.py builds its headline models (the Pendulum-v1 entries) without the zoo: the same model kwargs."""
-    expected = rl_zoo3_model_kwargs(algo, "Pendulum-v1", tmp_path)
-    ours, _ = common.preprocess_hyperparams(common.raw_hyperparams(algo, "Pendulum-v1"), gym.make("Pendulum-v1"))
-    assert set(ours) == set(expected)
-    for key in expected:
-        assert comparable(key, ours[key]) == comparable(key, expected[key]), key
+    models, settings = speed.shipped_models(seed=0, fill=50)
+    entry = common.raw_hyperparams("wpo", "Pendulum-v1")
+    wpo = models["WPO"]
+    assert (wpo.num_samples, wpo.n_steps, wpo.train_freq.frequency) == (entry["num_samples"], entry["n_steps"], 2)
+    assert wpo.num_timesteps == 50 and settings["WPO"] == common.hyperparams_for_json(entry)
+    assert models["SAC"].lr_schedule(1.0) == common.raw_hyperparams("sac", "Pendulum-v1")["learning_rate"]
+    sac = speed.make_model("sac", "Pendulum-v1", 0, learning_starts=30)
+    assert (sac.batch_size, sac.learning_starts, sac.policy.net_arch, sac.lr_schedule(1.0)) == (256, 30, [256, 256], 3e-4)
+    cheetah = update_cost.wpo_at_size("HalfCheetah (17/6)", learning_starts=10)
+    assert cheetah.observation_space.shape == (17,) and cheetah.action_space.shape == (6,)
+    assert cheetah.num_samples == 20 and cheetah.actor.layer_norm and cheetah.learning_starts == 10
 
 
 def test_sweep_cells_are_the_documented_settings():
@@ -150,7 +140,7 @@ def test_specs_name_the_config_each_run_reads():
 SEEN: list[Any] = []  # the RecorderSeen of the runs of a test
 
 
-class RecorderSeen(returns.EvalRecorder):
+class RecorderSeen(common.EvalRecorder):
     """returns.py's callback, keeping the model and the evaluation env's first observation for the test."""
 
     def _on_training_start(self) -> None:
@@ -167,7 +157,7 @@ class RecorderSeen(returns.EvalRecorder):
 def test_a_run_is_built_by_the_zoo_and_records_its_curve(algo, defaults, monkeypatch):
     """A returns.py run (epsilon_sweep.py's too): the model the zoo built from the entry and the overrides, the
     evaluation env seeded with seed + 10,000, the record with its curve, hyperparameters and WPO's statistics."""
-    monkeypatch.setattr(returns, "EvalRecorder", RecorderSeen)
+    monkeypatch.setattr(common, "EvalRecorder", RecorderSeen)
     SEEN.clear()
     overrides = dict(learning_starts=200, buffer_size=1000) if algo == "wpo" else {}
     args = returns_args(algos=[algo], seeds=["3"], steps=400, defaults=defaults, overrides=overrides)
@@ -185,7 +175,8 @@ def test_a_run_is_built_by_the_zoo_and_records_its_curve(algo, defaults, monkeyp
         400,
     )
     assert [point["timesteps"] for point in record["curve"]] == [200, 400]
-    assert set(record["curve"][0]) == {"timesteps", "train_wall_s", "train_cpu_s", "eval_mean", "eval_std"}
+    assert set(record["curve"][0]) == {"timesteps", "train_wall_s", "train_cpu_s", "eval_mean", "eval_std", "eval_ep_length"}
+    assert record["curve"][0]["eval_ep_length"] == 200 and record["n_eval_episodes"] == 1
     assert record["final_return"] == record["curve"][-1]["eval_mean"] and math.isfinite(record["final_return"])
     assert len(record["commit"]) >= 7 and record["started_utc"] and len(record["load_average_start"]) == 3
     assert isinstance(record["sb3_wpo_uncommitted_changes"], bool)
@@ -215,7 +206,7 @@ def test_a_run_is_built_by_the_zoo_and_records_its_curve(algo, defaults, monkeyp
 def test_a_run_shorter_than_the_entry_warm_up_records_its_clamp(monkeypatch):
     """TD3's Pendulum entry collects 10,000 steps before learning: in a shorter run (--quick) the warm-up ends with
     the run, as before the zoo built the runs, and the record says so."""
-    monkeypatch.setattr(returns, "EvalRecorder", RecorderSeen)
+    monkeypatch.setattr(common, "EvalRecorder", RecorderSeen)
     SEEN.clear()
     (spec,) = returns.make_specs(returns_args(algos=["td3"], steps=200, overrides={"buffer_size": 500}), done=set())
     record = returns.run(spec)
@@ -256,7 +247,6 @@ def test_gradient_variance_estimators_are_unbiased_and_wpo_is_reparameterization
 
 
 def test_campaign_queue_order_and_names():
-    import campaign
 
     runs = campaign.planned_runs()
     n_tasks = len(campaign.TASKS)
@@ -318,14 +308,13 @@ def fake_run_processes(campaign: Any, monkeypatch: pytest.MonkeyPatch) -> list[t
             self.returncode = 0
             return 0
 
-    monkeypatch.setattr(campaign.subprocess, "Popen", FakeRun)
+    monkeypatch.setattr(common.subprocess, "Popen", FakeRun)
     monkeypatch.setattr(campaign, "finished", lambda: set(done))
     return starts
 
 
 def test_campaign_queue_counts_and_skips_runs_held_by_other_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A restarted queue does not start a run that a live process holds, and counts it among its processes."""
-    import campaign
 
     monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
@@ -353,7 +342,6 @@ def test_campaign_queue_counts_and_skips_runs_held_by_other_processes(tmp_path: 
 
 def test_campaign_queue_starts_deferred_runs_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A deferred run waits for every other run, even when it has a checkpoint (those otherwise go first)."""
-    import campaign
 
     monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
@@ -372,7 +360,6 @@ def test_campaign_queue_starts_deferred_runs_last(tmp_path: Path, monkeypatch: p
 
 def test_campaign_queue_starts_runs_named_first_before_resumable_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A run named in ``--first`` goes before the plan and before a resumable run; the rest keep their order."""
-    import campaign
 
     monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
@@ -390,7 +377,6 @@ def test_campaign_queue_starts_runs_named_first_before_resumable_ones(tmp_path: 
 
 def test_campaign_status_tells_runs_without_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
     """A run never started (or not yet at its first checkpoint) is not shown as checkpointed at 0 steps."""
-    import campaign
 
     monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
@@ -407,7 +393,6 @@ def test_campaign_status_tells_runs_without_a_checkpoint(tmp_path: Path, monkeyp
 
 def test_campaign_snapshot_keeps_the_curve_of_a_run_whose_checkpoint_is_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A run whose checkpoint vanished keeps its earlier snapshot, marked lost; a checkpoint or a record replaces it."""
-    import campaign
 
     monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
@@ -420,24 +405,23 @@ def test_campaign_snapshot_keeps_the_curve_of_a_run_whose_checkpoint_is_gone(tmp
     restarted = tmp_path / "runs" / names[1] / "checkpoint"
     restarted.mkdir(parents=True)
     (restarted / "state.json").write_text(json.dumps({"timesteps": 200, "curve": curve * 2}))
-    campaign.snapshot()
+    campaign_report.snapshot()
     runs = {run["name"]: run for run in json.loads((tmp_path / "out" / "in_progress.json").read_text())["runs"]}
     assert runs[names[0]]["lost"] and runs[names[0]]["curve"] == curve
     assert not runs[names[1]].get("lost") and runs[names[1]]["timesteps"] == 200
 
     monkeypatch.setattr(campaign, "finished", lambda: {names[0]})
-    campaign.snapshot()
+    campaign_report.snapshot()
     runs = {run["name"]: run for run in json.loads((tmp_path / "out" / "in_progress.json").read_text())["runs"]}
     assert list(runs) == [names[1]], "a finished run's record replaces its snapshot"
 
 
 def test_campaign_variant_runs_the_zoo_entry_with_its_overrides(tmp_path: Path):
-    import campaign
 
     model, hyperparams = campaign.make_experiment("wpo-utd1", "Pendulum-v1", 0, 100, tmp_path).setup_experiment()
     assert model.train_freq.frequency == 1 and hyperparams["train_freq"] == 1  # the Pendulum-v1 entry has 2
     assert model.num_samples == 8, "the rest of the entry is kept"
-    assert campaign.gradient_updates("wpo-utd1", "dm_control/humanoid-stand-v0", [50_000]) == [40_000]
+    assert campaign_report.gradient_updates("wpo-utd1", "dm_control/humanoid-stand-v0", [50_000]) == [40_000]
     model, hyperparams = campaign.make_experiment("wpo-std0.2", "HalfCheetah-v5", 0, 100, tmp_path).setup_experiment()
     assert model.actor.init_std == 0.2 and model.actor.layer_norm and model.actor.net_arch == [256, 256, 256]
     assert hyperparams["target_aggregation"] == "max", "the rest of the entry is kept"
@@ -446,47 +430,80 @@ def test_campaign_variant_runs_the_zoo_entry_with_its_overrides(tmp_path: Path):
     assert campaign.VARIANTS["wpo-std0.2"][1]["policy_kwargs"] == entry.removesuffix(")") + ", init_std=0.2)"
 
 
-def test_campaign_run_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A run killed after a checkpoint goes on from it: the curve continues, the timestep count is kept, the
-    transitions collected before the kill are in the buffer, and each segment records the commit it ran."""
-    import campaign
+def kill_after_a_checkpoint(monkeypatch: pytest.MonkeyPatch, step_of_the_kill: int) -> None:
+    """Make a campaign run raise KeyboardInterrupt at ``step_of_the_kill``, after that step's evaluation."""
+    original = campaign.RunCheckpoint._on_step
 
-    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
-    step_of_the_kill = 300
-    original = campaign.CampaignCallback._on_step
-
-    def killed_after_a_checkpoint(self: Any) -> bool:
+    def killed(self: Any) -> bool:
         result = original(self)
         if self.num_timesteps == step_of_the_kill:
             raise KeyboardInterrupt
         return result
 
-    monkeypatch.setattr(campaign.CampaignCallback, "_on_step", killed_after_a_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
-        campaign.run("wpo", "Pendulum-v1", 0, 400, eval_freq=100, n_eval_episodes=1, save_freq=200)
-    run_dir = tmp_path / "runs" / campaign.run_name("wpo", "Pendulum-v1", 0, 400)
+    monkeypatch.setattr(campaign.RunCheckpoint, "_on_step", killed)
+
+
+def as_the_harness_before_saved_it(run_dir: Path) -> None:
+    """Move the run's newest checkpoint to the layout of the harness before this runner: <run dir>/checkpoint/
+    {model.zip, replay_buffer.pkl, state.json}, with nothing in <run dir>/checkpoints."""
     checkpoint = campaign.latest_checkpoint(run_dir)
-    assert checkpoint is not None and not (tmp_path / "out" / "runs.jsonl").exists()
-    with (checkpoint / "replay_buffer.pkl").open("rb") as file:
-        assert pickle.load(file).size() == 200, "the transitions collected up to the checkpoint are kept"
-    monkeypatch.setattr(campaign.CampaignCallback, "_on_step", original)
-    campaign.run("wpo", "Pendulum-v1", 0, 400, eval_freq=100, n_eval_episodes=1, save_freq=200)
+    assert checkpoint is not None and checkpoint.replay_buffer is not None
+    (run_dir / "checkpoint").mkdir()
+    shutil.copy(checkpoint.model, run_dir / "checkpoint" / "model.zip")
+    shutil.copy(checkpoint.replay_buffer, run_dir / "checkpoint" / "replay_buffer.pkl")
+    (run_dir / "checkpoint" / "state.json").write_text(json.dumps(checkpoint.state))
+    shutil.rmtree(run_dir / campaign.CHECKPOINTS)
+
+
+@pytest.mark.parametrize("layout", ["checkpoints", "before"])
+def test_campaign_run_resumes_from_its_checkpoint(layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A run killed after a checkpoint goes on from ``find_latest_checkpoint``'s step of SB3's CheckpointCallback (or
+    from a checkpoint of the harness before): the curve continues, the timestep count is kept, the transitions
+    collected before the checkpoint are in the buffer, and each segment records the commit it ran."""
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
+    original = campaign.RunCheckpoint._on_step
+    kill_after_a_checkpoint(monkeypatch, 350)
+    with pytest.raises(KeyboardInterrupt):
+        campaign.run("wpo", "Pendulum-v1", 0, 400, eval_freq=100, n_eval_episodes=1, save_freq=100)
+    run_dir = tmp_path / "runs" / campaign.run_name("wpo", "Pendulum-v1", 0, 400)
+    saved = sorted(path.name for path in (run_dir / campaign.CHECKPOINTS).iterdir())
+    assert [name for name in saved if "replay_buffer" in name] == ["rl_model_replay_buffer_300_steps.pkl"], "older dropped"
+    assert {f"rl_model_{step}_steps.zip" for step in (100, 200, 300)} <= set(saved), "older models stay"
+    checkpoint = campaign.latest_checkpoint(run_dir)
+    assert checkpoint is not None and checkpoint.replay_buffer is not None and checkpoint.state["timesteps"] == 300
+    assert [point["timesteps"] for point in checkpoint.state["curve"]] == [100, 200, 300]
+    assert not (tmp_path / "out" / "runs.jsonl").exists()
+    with checkpoint.replay_buffer.open("rb") as file:  # CheckpointCallback saves before the step's transition is stored
+        assert pickle.load(file).size() == 299, "the transitions collected up to the checkpoint are kept"
+    if layout == "before":
+        as_the_harness_before_saved_it(run_dir)
+    monkeypatch.setattr(campaign.RunCheckpoint, "_on_step", original)
+    resumed: list[tuple[int, int]] = []
+    resume = campaign.resumed_model
+
+    def keep_what_was_resumed(*args: Any) -> tuple[Any, dict[str, Any]]:
+        model, hyperparams = resume(*args)
+        resumed.append((model.num_timesteps, model.replay_buffer.size()))
+        return model, hyperparams
+
+    monkeypatch.setattr(campaign, "resumed_model", keep_what_was_resumed)
+    campaign.run("wpo", "Pendulum-v1", 0, 400, eval_freq=100, n_eval_episodes=1, save_freq=100)
+    assert resumed == [(300, 299)], "the model goes on from the checkpoint's timesteps, with its replay buffer"
     (record,) = common.read_jsonl(tmp_path / "out" / "runs.jsonl")
-    assert [point["timesteps"] for point in record["curve"]] == [100, 200, 300, 400]  # 300: evaluated again
-    assert [segment["from_timesteps"] for segment in record["segments"]] == [0, 200]
+    assert [point["timesteps"] for point in record["curve"]] == [100, 200, 300, 400]
+    assert [segment["from_timesteps"] for segment in record["segments"]] == [0, 300]
     assert all(segment["commit"] for segment in record["segments"])
     assert record["curve"][-1]["train_cpu_s"] > record["curve"][1]["train_cpu_s"]
     from sb3_wpo import WPO
 
-    model = WPO.load(run_dir / "checkpoint" / "model.zip")
+    model = WPO.load(run_dir / campaign.CHECKPOINTS / "rl_model_400_steps.zip")
     assert model.num_timesteps == 400
-    assert not (run_dir / "checkpoint" / "replay_buffer.pkl").exists(), "a finished run drops its buffer"
+    assert not list(run_dir.glob("*/*replay_buffer*")), "a finished run drops its buffers"
 
 
 def test_campaign_curve_records_the_training_statistics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Each evaluation point carries the last train() call's statistics, to tell why a run stalls."""
-    import campaign
 
     monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
@@ -498,25 +515,17 @@ def test_campaign_curve_records_the_training_statistics(tmp_path: Path, monkeypa
 
 
 def test_campaign_diagnoses_an_unfinished_wpo_run_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import campaign
 
     monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
     monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 400)])
-    original = campaign.CampaignCallback._on_step
-
-    def killed_after_a_checkpoint(self: Any) -> bool:
-        if self.num_timesteps == 300:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(campaign.CampaignCallback, "_on_step", killed_after_a_checkpoint)
+    kill_after_a_checkpoint(monkeypatch, 300)
     with pytest.raises(KeyboardInterrupt):
         campaign.run("wpo", "Pendulum-v1", 0, 400, eval_freq=100, n_eval_episodes=1, save_freq=200)
     earlier = {"name": "an earlier run", "timesteps": 100}
     common.write_json(tmp_path / "out" / "diagnostics.json", {"runs": [earlier], "batch_size": 8, "meta": {"commit": "x"}})
-    campaign.diagnose(batch_size=64)
-    campaign.diagnose(batch_size=64)  # the same checkpoint again: replaced, not added
+    campaign_report.diagnose(batch_size=64)
+    campaign_report.diagnose(batch_size=64)  # the same checkpoint again: replaced, not added
     kept, entry = json.loads((tmp_path / "out" / "diagnostics.json").read_text())["runs"]
     assert kept == {**earlier, "batch_size": 8, "meta": {"commit": "x"}}, "earlier diagnoses stay, with their provenance"
     assert entry["batch_size"] == 64 and entry["meta"]["commit"]
@@ -528,7 +537,6 @@ def test_campaign_diagnoses_an_unfinished_wpo_run_from_its_checkpoint(tmp_path: 
 
 def test_campaign_measures_the_exploration_noise_of_finished_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Finished runs whose final model is still on the machine; not a run without it or one stopped short."""
-    import campaign
 
     monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
@@ -539,7 +547,7 @@ def test_campaign_measures_the_exploration_noise_of_finished_runs(tmp_path: Path
     common.append_jsonl(tmp_path / "out" / "runs.jsonl", {**records[0], "name": "gone", "steps": 200})
     shutil.copytree(tmp_path / "runs" / records[0]["name"], tmp_path / "runs" / "short")
     common.append_jsonl(tmp_path / "out" / "runs.jsonl", {**records[0], "name": "short", "steps": 400})
-    campaign.action_noise(n_states=50, n_samples=4)
+    campaign_report.action_noise(n_states=50, n_samples=4)
     measured = json.loads((tmp_path / "out" / "action_noise.json").read_text())
     wpo, sac = measured["runs"]
     assert (wpo["algo"], sac["algo"]) == ("wpo", "sac") and measured["n_samples"] == 4 and measured["meta"]["commit"]
@@ -550,40 +558,36 @@ def test_campaign_measures_the_exploration_noise_of_finished_runs(tmp_path: Path
 
 
 def test_campaign_mean_push_tells_which_way_the_policy_loss_moves_each_mean():
-    import campaign
 
     mean = th.tensor([[0.5, -0.5, 1.5, -2.0]])  # one state, 4 action dimensions
     q_grads = th.tensor([[[0.1, 0.3, 0.0, -0.2]], [[0.2, -0.4, 0.0, 0.1]]])  # N=2 samples
-    push = campaign.mean_push(mean, q_grads)  # steps: +0.3 (out), -0.1 (out), 0 (none), -0.1 (out)
+    push = campaign_report.mean_push(mean, q_grads)  # steps: +0.3 (out), -0.1 (out), 0 (none), -0.1 (out)
     assert push["pi_means_pushed_outward"] == pytest.approx(3 / 4)
     assert push["pi_means_beyond_bounds_pushed_outward"] == pytest.approx(1 / 2)
     assert push["pi_means_beyond_bounds_without_gradient"] == pytest.approx(1 / 2)
-    assert math.isnan(campaign.mean_push(mean[:, :2], q_grads[..., :2])["pi_means_beyond_bounds_pushed_outward"])
+    assert math.isnan(campaign_report.mean_push(mean[:, :2], q_grads[..., :2])["pi_means_beyond_bounds_pushed_outward"])
 
 
 def test_campaign_counts_the_gradient_updates_of_each_config():
-    import campaign
 
     humanoid = "dm_control/humanoid-stand-v0"
-    assert campaign.gradient_updates("wpo", humanoid, [5_000, 10_000, 50_000]) == [0, 0, 10_000]  # 0.25 per step
-    assert campaign.gradient_updates("sac", humanoid, [50_000]) == [40_000]  # one per step after the warm-up
+    assert campaign_report.gradient_updates("wpo", humanoid, [5_000, 10_000, 50_000]) == [0, 0, 10_000]  # 0.25 per step
+    assert campaign_report.gradient_updates("sac", humanoid, [50_000]) == [40_000]  # one per step after the warm-up
     recorded = {"learning_starts": 100, "train_freq": 2, "gradient_steps": 4}
-    assert campaign.gradient_updates("wpo", humanoid, [1_100], recorded) == [2_000]
+    assert campaign_report.gradient_updates("wpo", humanoid, [1_100], recorded) == [2_000]
 
 
 def test_campaign_checkpoint_survives_a_kill_between_renames(tmp_path: Path):
-    import campaign
 
     (tmp_path / "checkpoint.old").mkdir()
-    (tmp_path / "checkpoint.old" / "state.json").write_text("{}")
-    assert campaign.latest_checkpoint(tmp_path) == tmp_path / "checkpoint.old"
+    (tmp_path / "checkpoint.old" / "state.json").write_text('{"timesteps": 100}')
+    assert campaign.latest_checkpoint(tmp_path).model == tmp_path / "checkpoint.old" / "model.zip"  # type: ignore[union-attr]
     (tmp_path / "checkpoint").mkdir()  # a folder without state.json is incomplete
-    assert campaign.latest_checkpoint(tmp_path) == tmp_path / "checkpoint.old"
+    assert campaign.latest_checkpoint(tmp_path).model == tmp_path / "checkpoint.old" / "model.zip"  # type: ignore[union-attr]
     assert campaign.latest_checkpoint(tmp_path / "nothing") is None
 
 
 def test_campaign_summary_counts_steps_to_the_threshold():
-    import campaign
 
     def record(seed: int, evals: list[float]) -> dict[str, Any]:
         curve = [{"timesteps": 10_000 * (i + 1), "eval_mean": value} for i, value in enumerate(evals)]
@@ -599,14 +603,15 @@ def test_campaign_summary_counts_steps_to_the_threshold():
             "hyperparams": {"learning_starts": 5_000, "train_freq": 4, "gradient_steps": 2},
         }
 
-    (row,) = campaign.summarize([record(0, [5.0, 150.0, 90.0]), record(1, [5.0, 6.0, 120.0]), record(2, [5.0, 6.0, 7.0])])
+    (row,) = campaign_report.summarize(
+        [record(0, [5.0, 150.0, 90.0]), record(1, [5.0, 6.0, 120.0]), record(2, [5.0, 6.0, 7.0])]
+    )
     assert row["seeds_reaching_threshold"] == 2 and row["steps_to_threshold_median"] == 25_000
     assert row["updates_to_threshold_median"] == (25_000 - 5_000) * 2 / 4, "as the run's own hyperparameters make them"
     assert row["last3_mean"] == pytest.approx(np.mean([(5 + 150 + 90) / 3, (5 + 6 + 120) / 3, 6.0]))
 
 
 def test_campaign_verdict_needs_every_seed_beyond_the_margin():
-    import campaign
 
     def record(algo: str, env_id: str, last: float) -> dict[str, Any]:
         return {"algo": algo, "env_id": env_id, "curve": [{"eval_mean": last}] * 3}
@@ -618,7 +623,7 @@ def test_campaign_verdict_needs_every_seed_beyond_the_margin():
     records += [record("wpo", "HalfCheetah-v5", 3000.0)]  # no SAC run yet: no verdict
     humanoid = "dm_control/humanoid-stand-v0"
     records += [record("wpo", humanoid, 5.0), record("wpo", humanoid, 6.0), record("sac", humanoid, 440.0)]
-    rows = {row["env_id"]: row for row in campaign.verdicts(records)}
+    rows = {row["env_id"]: row for row in campaign_report.verdicts(records)}
     assert set(rows) == {cartpole, walker, cheetah, humanoid} and rows[humanoid]["verdict"] == "behind"
     assert rows[cartpole]["verdict"] == "ahead" and rows[walker]["verdict"] == "level"
     assert rows[cheetah]["verdict"] == "level", "within 5%; a probe is not WPO"
@@ -627,7 +632,6 @@ def test_campaign_verdict_needs_every_seed_beyond_the_margin():
 
 def test_campaign_compares_a_probe_with_every_seed_at_its_budget():
     """A probe's last evaluation beside every WPO and SAC seed's at the same step, not at their longer budgets."""
-    import campaign
 
     def record(algo: str, seed: int, evals: list[float]) -> dict[str, Any]:
         curve = [{"timesteps": 10_000 * (i + 1), "eval_mean": value} for i, value in enumerate(evals)]
@@ -635,7 +639,7 @@ def test_campaign_compares_a_probe_with_every_seed_at_its_budget():
 
     records = [record("sac", 1, [7.0, 8.0, 9.0]), record("wpo", 0, [1.0, 2.0, 3.0]), record("sac", 0, [4.0, 5.0, 6.0])]
     records += [record("wpo-std0.2", 0, [0.5, 1.5]), record("wpo-utd1", 1, [10.0, 11.0, 12.0, 13.0])]
-    rows = {row["algo"]: row for row in campaign.probe_comparisons(records)}
+    rows = {row["algo"]: row for row in campaign_report.probe_comparisons(records)}
     assert set(rows) == {"wpo-std0.2", "wpo-utd1"}, "WPO and SAC are not probes"
     assert rows["wpo-std0.2"] == {
         "algo": "wpo-std0.2",
@@ -653,7 +657,6 @@ def test_campaign_compares_a_probe_with_every_seed_at_its_budget():
 def test_campaign_report_draws_every_task_in_one_overview(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The overview has a panel per planned task, titled with where it stands: verdict (on how many seeds), running,
     or not started; the report writes it beside the per-task figures."""
-    import campaign
 
     def record(algo: str, env_id: str, seed: int, last: float) -> dict[str, Any]:
         curve = [{"timesteps": 10_000 * (i + 1), "eval_mean": last} for i in range(3)]
@@ -664,7 +667,7 @@ def test_campaign_report_draws_every_task_in_one_overview(tmp_path: Path, monkey
     records += [record("sac", cartpole, seed, 700.0) for seed in (0, 1)] + [record("sac", walker, 0, 900.0)]
     records += [record("wpo", walker, 0, 600.0), record("wpo", "HalfCheetah-v5", 0, 5000.0)]
     in_progress = [record("wpo", hopper, 0, 1000.0), {**record("sac", "dm_control/cheetah-run-v0", 0, 300.0), "lost": True}]
-    titles = campaign.panel_titles(records, in_progress, campaign.verdicts(records))
+    titles = campaign_report.panel_titles(records, in_progress, campaign_report.verdicts(records))
     assert list(titles) == [env_id for env_id, _ in campaign.TASKS]
     assert titles[cartpole] == "cartpole-swingup-v0: WPO ahead (3+2 seeds)"
     assert titles[walker] == "walker-walk-v0: WPO behind (1+1 seeds so far)"
@@ -678,7 +681,7 @@ def test_campaign_report_draws_every_task_in_one_overview(tmp_path: Path, monkey
     monkeypatch.setattr(campaign, "OUT", tmp_path)
     (tmp_path / "runs.jsonl").write_text("".join(json.dumps(item) + "\n" for item in records))
     (tmp_path / "in_progress.json").write_text(json.dumps({"runs": in_progress}))
-    campaign.report()
+    campaign_report.report()
     figures = {path.name for path in tmp_path.glob("*.png")}
     assert figures == {
         "overview.png",
@@ -693,10 +696,54 @@ def test_campaign_report_draws_every_task_in_one_overview(tmp_path: Path, monkey
 
 
 def test_campaign_overview_key_states_the_schedule_and_margin_the_report_used(monkeypatch: pytest.MonkeyPatch):
-    import campaign
 
     records = [{"eval_freq": 10_000, "n_eval_episodes": 10}, {"eval_freq": 5_000, "n_eval_episodes": 5}]
-    monkeypatch.setattr(campaign, "VERDICT_MARGIN", 0.1)
-    key = campaign.overview_key(records).replace("\n", " ")
+    monkeypatch.setattr(campaign_report, "VERDICT_MARGIN", 0.1)
+    key = campaign_report.overview_key(records).replace("\n", " ")
     assert "5 deterministic episodes every 5k steps or 10 deterministic episodes every 10k steps" in key
     assert "10% above (ahead) or below (behind)" in key
+
+
+def test_each_run_is_one_command_line_that_selects_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The campaign's, returns.py's and the ε sweep's runs as the command lines a scheduler gets: each selects its
+    own run and nothing else."""
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
+    monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
+    monkeypatch.setattr(campaign, "PROBES", [])
+    queue_args = argparse.Namespace(first=[], defer=[], eval_freq=100, save_freq=100)
+    commands = campaign.pending_commands(queue_args)
+    assert [command.name for command in commands] == [campaign.run_name(*spec) for spec in campaign.planned_runs()]
+    assert commands[0].line() == (
+        "python benchmarks/campaign.py run --algo wpo --env Pendulum-v1 --seed 0 --steps 300 --eval-freq 100 --save-freq 100"
+    )
+    common.append_jsonl(tmp_path / "out" / "runs.jsonl", {"name": commands[0].name})
+    assert commands[0] not in campaign.pending_commands(queue_args), "a finished run has no command left"
+
+    for script, specs in (
+        (returns, returns.make_specs(returns_args(algos=["wpo", "sac"], seeds=["3-4"], steps=400), done=set())),
+        (epsilon_sweep, epsilon_sweep.make_specs(sweep_args(), done=set())),
+    ):
+        args = argparse.Namespace(out=tmp_path, defaults=False, set=[])
+        for spec in specs:
+            argv = script.command(spec, args).argv
+            monkeypatch.setattr(sys, "argv", list(argv[1:]))
+            child = script.parse_args()
+            assert child.in_process and child.out == tmp_path
+            assert script.make_specs(child, done=set()) == [spec]
+
+
+def sweep_args() -> argparse.Namespace:
+    args = argparse.Namespace(env="Pendulum-v1", seeds=["0-1"], configs=["ours", "paper"], steps=1000, eval_freq=500)
+    args.modes, args.epsilons, args.n_eval_episodes = ["soft", "hard"], [0.005, 0.02], 2
+    return args
+
+
+def test_the_pool_runs_commands_at_most_processes_at_a_time(tmp_path: Path):
+    log = tmp_path / "log.txt"
+    code = "import sys, time; f = open(sys.argv[1], 'a'); f.write(f's{sys.argv[2]} '); f.flush(); time.sleep(0.2); "
+    code += "f.write(f'e{sys.argv[2]} '); sys.exit(int(sys.argv[2]))"
+    commands = [common.Command(f"run {i}", (sys.executable, "-c", code, str(log), str(i))) for i in range(3)]
+    codes = common.run_commands(lambda: commands, processes=1, poll_s=0.01)
+    assert codes == {"run 0": 0, "run 1": 1, "run 2": 2}
+    assert log.read_text().split() == ["s0", "e0", "s1", "e1", "s2", "e2"]

@@ -1,0 +1,451 @@
+"""The campaign's reporting (its runs: ``benchmarks/campaign.py``): tables, figures, diagnosis and exploration noise
+from the run records (``runs.jsonl``) and the checkpoints of unfinished runs.
+
+    python benchmarks/campaign_report.py snapshot   # curves of unfinished runs so far -> in_progress.json
+    python benchmarks/campaign_report.py diagnose   # unfinished WPO runs' policy and critic -> diagnostics.json
+    python benchmarks/campaign_report.py noise      # finished runs' exploration noise -> action_noise.json
+    python benchmarks/campaign_report.py report     # tables (finished runs), figures (all; overview.png: every task)
+
+``$SB3_WPO_CAMPAIGN_OUT`` (the records' folder) and ``$SB3_WPO_RUNS`` (the checkpoints') as for the runs.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import campaign
+import common
+import numpy as np
+from campaign import COLORS, SEEDS, TASKS, VARIANTS, planned_runs, run_name
+
+# Published anchors (not run here), drawn beside the curves. TD-MPC2's SAC (results/sac/*.csv of
+# nicklashansen/tdmpc2, 3 seeds, mean at 500k steps); rl-baselines3-zoo benchmark.md SAC (1M steps, v3 envs).
+ANCHORS = {
+    "dm_control/humanoid-stand-v0": ("TD-MPC2's SAC at 500k", 5.0),
+    "dm_control/cartpole-swingup-v0": ("TD-MPC2's SAC at 500k", 835.0),
+    "dm_control/walker-walk-v0": ("TD-MPC2's SAC at 500k", 953.0),
+    "dm_control/cheetah-run-v0": ("TD-MPC2's SAC at 500k", 595.0),
+    "HalfCheetah-v5": ("rl-zoo SAC at 1M (v3)", 9535.0),
+    "Hopper-v5": ("rl-zoo SAC at 1M (v3)", 2326.0),
+    "Walker2d-v5": ("rl-zoo SAC at 1M (v3)", 3863.0),
+}
+# A verdict needs every WPO seed beyond every SAC seed by this share of the largest |return| of the task's seeds.
+VERDICT_MARGIN = 0.05
+
+
+def snapshot() -> None:
+    """The curves so far of the runs that have a checkpoint but no record yet, for the report. An unfinished run
+    whose checkpoint is gone (a session's machine came back without them) keeps its earlier snapshot, marked
+    ``lost``: the notes cite those curves, and the run starts again from 0."""
+    path = campaign.OUT / "in_progress.json"
+    earlier = {run["name"]: run for run in json.loads(path.read_text())["runs"]} if path.exists() else {}
+    done = campaign.finished()
+    partial = []
+    for algo, env_id, seed, steps in planned_runs():
+        name = run_name(algo, env_id, seed, steps)
+        checkpoint = campaign.latest_checkpoint(campaign.RUNS / name)
+        if name in done:
+            continue
+        if checkpoint is not None:
+            partial.append(dict(name=name, algo=algo, env_id=env_id, seed=seed, steps=steps, **checkpoint.state))
+        elif name in earlier:
+            partial.append({**earlier[name], "lost": True})
+    common.write_json(path, {"runs": partial, "meta": common.provenance()})
+    lost = sum(run.get("lost", False) for run in partial)
+    print(f"{len(partial) - lost} runs in progress and {lost} lost runs written to {path}")
+
+
+def mean_push(mean: Any, q_grads: Any) -> dict[str, float]:
+    """Where the policy loss moves each policy mean, from ∇a Q at its N samples (mean [B, D], q_grads [N, B, D]):
+    the variance-rescaled loss's step on μ is Σ_n ∇a Q, outwards when its sign is that of μ. Shares over all the
+    means, and over those beyond the bounds (where the samples that reach the critic clipped add nothing)."""
+    step = q_grads.sum(dim=0)
+    outward, still = (step * mean > 0).float(), (step == 0).float()
+    beyond = mean.abs() > 1.0
+    return {
+        "pi_means_pushed_outward": float(outward.mean()),
+        "pi_means_beyond_bounds_pushed_outward": float(outward[beyond].mean()) if beyond.any() else float("nan"),
+        "pi_means_beyond_bounds_without_gradient": float(still[beyond].mean()) if beyond.any() else float("nan"),
+    }
+
+
+def diagnose(batch_size: int = 1024) -> None:
+    """The policy and critic of each unfinished WPO run at its last checkpoint, on ``batch_size`` replay states (seeded):
+    the policy std, how far the means sit towards the action bounds, how many sampled actions the critic sees clipped
+    (their ∇a Q is 0), the size of ∇a Q, which way the policy loss moves the means (``mean_push``) and the rewards in the
+    buffer, to tell why a run stalls. Added to
+    ``diagnostics.json``, which keeps the diagnoses of earlier checkpoints."""
+    import pickle
+
+    import torch as th
+
+    from sb3_wpo import WPO
+
+    th.set_num_threads(1)
+    path, meta = campaign.OUT / "diagnostics.json", common.provenance()
+    # Earlier diagnoses are kept (the notes cite them): one entry per run and checkpoint, each with its provenance
+    earlier = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    diagnostics = [{"meta": earlier.get("meta"), "batch_size": earlier.get("batch_size"), **e} for e in earlier["runs"]]
+    done = campaign.finished()
+    for algo, env_id, seed, steps in planned_runs():
+        name = run_name(algo, env_id, seed, steps)
+        checkpoint = campaign.latest_checkpoint(campaign.RUNS / name)
+        if VARIANTS[algo][0] != "wpo" or name in done or checkpoint is None or checkpoint.replay_buffer is None:
+            continue
+        model = WPO.load(checkpoint.model, device="cpu")
+        with checkpoint.replay_buffer.open("rb") as file:
+            buffer = pickle.load(file)
+        np.random.seed(0)
+        th.manual_seed(0)
+        data = buffer.sample(batch_size)
+        with th.no_grad():
+            mean, std = model.actor.distribution_params(data.observations)
+        actions = model._sample_actions(mean, std)
+        q_values, q_grads = model._q_and_action_gradients(data.observations, actions)  # as the update computes them
+        rewards = buffer.rewards[: buffer.size()]
+        entry = {
+            "name": name,
+            "timesteps": model.num_timesteps,
+            "n_updates": model._n_updates,
+            "pi_mean_abs": float(mean.abs().mean()),
+            "pi_means_outside_bounds": float((mean.abs() > 1.0).float().mean()),
+            "pi_std_quantiles_5_50_95": [float(q) for q in th.quantile(std.flatten(), th.tensor([0.05, 0.5, 0.95]))],
+            "sampled_actions_clipped": float((actions.abs() > 1.0).float().mean()),
+            "q_mean": float(q_values.mean()),
+            "q_std": float(q_values.std()),
+            "dq_da_norm_mean": float(q_grads.norm(dim=-1).mean()),
+            **mean_push(mean, q_grads),
+            "buffer_reward_mean": float(rewards.mean()),
+            "buffer_reward_max": float(rewards.max()),
+            "alpha_mean": float(th.nn.functional.softplus(model.log_alpha_mean).mean()),
+            "alpha_std": float(th.nn.functional.softplus(model.log_alpha_std).mean()),
+            "batch_size": batch_size,
+            "meta": meta,
+        }
+        diagnostics = [d for d in diagnostics if (d["name"], d["timesteps"]) != (name, entry["timesteps"])] + [entry]
+        print(json.dumps({key: value for key, value in entry.items() if key != "meta"}))
+    common.write_json(path, {"runs": diagnostics, "meta": meta})
+    print(f"{len(diagnostics)} diagnoses in {path}")
+
+
+def action_noise(n_states: int = 1000, n_samples: int = 20) -> None:
+    """How much each finished run's final policy still explores: on the states of its deterministic policy's own
+    trajectory (``n_states`` steps of the evaluation env), the RMS distance of ``n_samples`` stochastic actions, as
+    the run executes them (SAC's squashed, WPO's clipped), from the deterministic action, in SB3's normalized action
+    units [-1, 1], and the share of them at a bound (|a| ≥ 0.99: SAC's tanh never reaches 1). WPO's std is held
+    near its initial 0.5 by the reference's fixed std penalty (α_std = 1e4); SAC tunes its entropy.
+    -> ``action_noise.json``"""
+    import tempfile
+
+    import torch as th
+
+    th.set_num_threads(1)
+    path, meta, entries = campaign.OUT / "action_noise.json", common.provenance(), []
+    for record in common.read_jsonl(campaign.OUT / "runs.jsonl"):
+        checkpoint = campaign.latest_checkpoint(campaign.RUNS / record["name"])
+        if checkpoint is None or checkpoint.state["timesteps"] != record["steps"]:
+            continue  # this machine no longer has the final model
+        run = (record["algo"], record["env_id"], record["seed"], record["steps"])
+        with tempfile.TemporaryDirectory() as log_folder:
+            # Loaded as a resumed run loads it, with the run's own evaluation env
+            experiment = campaign.make_experiment(*run, Path(log_folder), trained_agent=str(checkpoint.model))
+            model, _ = experiment.setup_experiment()
+            env = experiment.create_envs(1, eval_env=True, no_log=True)
+            env.seed(record["seed"])
+            th.manual_seed(record["seed"])
+            observation, observations = env.reset(), []
+            for _ in range(n_states):
+                observations.append(observation)
+                action, _ = model.predict(observation, deterministic=True)
+                observation, *_ = env.step(action)
+        states = model.policy.obs_to_tensor(np.concatenate(observations))[0]
+        with th.no_grad():
+            deterministic = model.actor(states, deterministic=True)
+            stochastic = th.stack([model.actor(states, deterministic=False) for _ in range(n_samples)])
+        entry = {
+            "name": record["name"],
+            "algo": record["algo"],
+            "env_id": record["env_id"],
+            "seed": record["seed"],
+            "timesteps": record["steps"],
+            "action_noise_rms": float((stochastic - deterministic).pow(2).mean().sqrt()),
+            "stochastic_actions_at_bounds": float((stochastic.abs() >= 0.99).float().mean()),
+            "deterministic_actions_at_bounds": float((deterministic.abs() >= 0.99).float().mean()),
+        }
+        entries.append(entry)
+        print(json.dumps(entry))
+    common.write_json(path, {"runs": entries, "n_states": n_states, "n_samples": n_samples, "meta": meta})
+    print(f"{len(entries)} finished runs measured in {path}")
+
+
+def last3_mean(record: dict[str, Any]) -> float:
+    """A run's final return: the mean of its last 3 evaluations (one evaluation decides less)."""
+    return float(np.mean([point["eval_mean"] for point in record["curve"][-3:]]))
+
+
+def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((record["env_id"], record["algo"]), []).append(record)
+    rows = []
+    order = {env_id: index for index, (env_id, _) in enumerate(TASKS)}
+    for (env_id, algo), runs in sorted(groups.items(), key=lambda item: (order.get(item[0][0], 99), item[0][1])):
+        finals = np.array([r["final_return"] for r in runs])
+        last3 = np.array([last3_mean(r) for r in runs])
+        threshold = common.THRESHOLDS.get(env_id)
+        first_steps = [(common.first_crossing(r["curve"], threshold), r) for r in runs if threshold is not None]
+        reached_by = [(steps, r) for steps, r in first_steps if steps is not None]
+        reached = [steps for steps, _ in reached_by]
+        # The same points in gradient updates: WPO and SAC make different numbers per step
+        reached_updates = [gradient_updates(algo, env_id, [int(steps)], r.get("hyperparams"))[0] for steps, r in reached_by]
+        rows.append(
+            {
+                "env_id": env_id,
+                "algo": algo,
+                "steps": runs[0]["steps"],
+                "seeds": sorted(r["seed"] for r in runs),
+                "final_mean": float(finals.mean()),
+                "final_std": float(finals.std()),
+                "last3_mean": float(last3.mean()),
+                "last3_std": float(last3.std()),
+                "threshold": common.THRESHOLDS.get(env_id),
+                "seeds_reaching_threshold": len(reached),
+                "steps_to_threshold_median": float(np.median(reached)) if reached else None,
+                "updates_to_threshold_median": float(np.median(reached_updates)) if reached else None,
+                "train_cpu_h_median": float(np.median([r["train_cpu_s"] for r in runs]) / 3600),
+            }
+        )
+    return rows
+
+
+def verdicts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per task with finished WPO and SAC runs: ahead when every WPO seed's mean of its last 3 evaluations beats every
+    SAC seed's by more than ``VERDICT_MARGIN`` of the largest |value|, behind in the opposite case, else level."""
+    last3: dict[tuple[str, str], list[float]] = {}
+    for record in records:
+        last3.setdefault((record["env_id"], record["algo"]), []).append(last3_mean(record))
+    rows = []
+    for env_id, _ in TASKS:
+        wpo, sac = last3.get((env_id, "wpo")), last3.get((env_id, "sac"))
+        if not (wpo and sac):
+            continue
+        margin = VERDICT_MARGIN * max(abs(value) for value in wpo + sac)
+        verdict = "ahead" if min(wpo) > max(sac) + margin else "behind" if max(wpo) < min(sac) - margin else "level"
+        complete = len(wpo) >= len(SEEDS["wpo"]) and len(sac) >= len(SEEDS["sac"])
+        rows.append({"env_id": env_id, "wpo_last3": wpo, "sac_last3": sac, "verdict": verdict, "all_seeds": complete})
+    return rows
+
+
+def probe_comparisons(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each finished probe beside every finished WPO and SAC seed of its task at the probe's last evaluation (a probe
+    runs a shorter budget, so the table's final returns do not compare; and one probe seed is read against the spread
+    of the seeds, not against its own seed's run alone)."""
+    evals: dict[tuple[str, str], dict[int, dict[int, float]]] = {}  # (algo, task) -> seed -> timesteps -> eval
+    for record in sorted(records, key=lambda record: record["seed"]):
+        curve = {point["timesteps"]: point["eval_mean"] for point in record["curve"]}
+        evals.setdefault((record["algo"], record["env_id"]), {})[record["seed"]] = curve
+    rows = []
+    for record in records:
+        if record["algo"] in SEEDS:
+            continue
+        last = record["curve"][-1]
+        step, env_id = last["timesteps"], record["env_id"]
+        row = {
+            "algo": record["algo"],
+            "env_id": env_id,
+            "seed": record["seed"],
+            "timesteps": step,
+            "eval_mean": last["eval_mean"],
+        }
+        for algo in SEEDS:
+            seeds = evals.get((algo, env_id), {})
+            row[f"{algo}_eval_means"] = {seed: curve[step] for seed, curve in seeds.items() if step in curve}
+        rows.append(row)
+    return rows
+
+
+def gradient_updates(algo: str, env_id: str, timesteps: list[int], hyperparams: dict[str, Any] | None = None) -> list[float]:
+    """Gradient updates made by ``timesteps`` environment steps: gradient_steps / train_freq per step after
+    learning_starts, from the run's hyperparameters (a finished run's record) or else its config file."""
+    zoo_algo, overrides = VARIANTS[algo]
+    if hyperparams is None:
+        import yaml
+
+        with Path(campaign.CONFIGS[zoo_algo] or common.zoo_file(zoo_algo)).open() as file:
+            hyperparams = {**yaml.safe_load(file)[env_id], **overrides}
+    defaults = (100, 1, 1)  # learning_starts, train_freq, gradient_steps: the defaults of WPO and SAC
+    start = int(float(hyperparams.get("learning_starts", defaults[0])))
+    train_freq = int(float(hyperparams.get("train_freq") or defaults[1]))
+    per_step = int(float(hyperparams.get("gradient_steps", defaults[2]))) / train_freq
+    return [max(0, t - start) * per_step for t in timesteps]
+
+
+def report() -> None:
+    import matplotlib.pyplot as plt
+
+    records = common.read_jsonl(campaign.OUT / "runs.jsonl")
+    snapshot_file = campaign.OUT / "in_progress.json"
+    in_progress = json.loads(snapshot_file.read_text())["runs"] if snapshot_file.exists() else []
+    meta = common.provenance()
+    rows = summarize(records) if records else []
+    task_verdicts = verdicts(records)
+    probes = probe_comparisons(records)
+    summary = {"groups": rows, "verdicts": task_verdicts, "probes": probes, "meta": meta}
+    common.write_json(campaign.OUT / "summary.json", summary)
+    lines = [
+        "| task | algo | steps | seeds | final return mean ± std | mean of last 3 evals | steps (gradient updates) to "
+        "threshold, median of seeds reaching it | train CPU h (median) | anchor |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        anchor = ANCHORS.get(row["env_id"], ("", None))
+        to_threshold = "—"
+        if row["threshold"] is not None:
+            median = row["steps_to_threshold_median"]
+            updates = row["updates_to_threshold_median"]
+            reached = f"{median:,.0f} ({updates:,.0f})" if median is not None else "not reached"
+            to_threshold = f"≥ {row['threshold']:g}: {reached} ({row['seeds_reaching_threshold']}/{len(row['seeds'])})"
+        lines.append(
+            f"| {row['env_id']} | {row['algo'].upper()} | {row['steps']:,} | {len(row['seeds'])} | "
+            f"{row['final_mean']:.1f} ± {row['final_std']:.1f} | {row['last3_mean']:.1f} ± {row['last3_std']:.1f} | "
+            f"{to_threshold} | {row['train_cpu_h_median']:.2f} | {anchor[0]}: {anchor[1]} |"
+        )
+    lines += [
+        "",
+        "| task | WPO, last 3 evals per seed | SAC, last 3 evals per seed | "
+        f"WPO is ({VERDICT_MARGIN:.0%} margin, every seed) |",
+        "|---|---|---|---|",
+    ]
+    for row in task_verdicts:
+        wpo, sac = (", ".join(f"{value:.1f}" for value in row[key]) for key in ("wpo_last3", "sac_last3"))
+        state = "" if row["all_seeds"] else f" (so far: {len(row['wpo_last3'])} WPO, {len(row['sac_last3'])} SAC seeds)"
+        lines.append(f"| {row['env_id']} | {wpo} | {sac} | {row['verdict']}{state} |")
+    if probes:
+        header = "| probe | task | seed | steps | probe's eval | WPO's evals there, per seed | SAC's evals there, per seed |"
+        lines += ["", header, "|" + "---|" * 7]
+    for row in probes:
+        wpo, sac = (
+            ", ".join(f"s{seed} {value:.1f}" for seed, value in row[f"{algo}_eval_means"].items()) for algo in ("wpo", "sac")
+        )
+        lines.append(
+            f"| {row['algo']} | {row['env_id']} | {row['seed']} | {row['timesteps']:,} | {row['eval_mean']:.1f} | "
+            f"{wpo or '—'} | {sac or '—'} |"
+        )
+    (campaign.OUT / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    groups = [
+        (records, "-", "finished"),
+        ([r for r in in_progress if not r.get("lost")], "--", "in progress"),
+        ([r for r in in_progress if r.get("lost")], ":", "lost"),
+    ]
+    for env_id in sorted({r["env_id"] for r in records + in_progress}):
+        # Left: against environment steps (the budget); right: against gradient updates (WPO makes 0.25 per step here)
+        fig, (by_steps, by_updates) = plt.subplots(1, 2, figsize=(15, 5.2), sharey=True)
+        draw_runs(env_id, groups, by_steps, by_updates)
+        by_steps.set_xlabel("environment steps")
+        by_updates.set_xlabel("gradient updates")
+        by_steps.set_ylabel("deterministic eval return (10 episodes)")
+        by_steps.set_title(f"{env_id}: one line per seed (dashed: in progress; dotted: checkpoint lost)", fontsize=10)
+        by_updates.set_title("the same evaluations against the updates made so far", fontsize=10)
+        for ax in (by_steps, by_updates):
+            ax.legend(loc="best", fontsize=8)
+            ax.grid(alpha=0.3)
+        fig.subplots_adjust(bottom=0.17, left=0.06, right=0.98, wspace=0.08)
+        common.save_figure(fig, campaign.OUT / f"curves_{env_id.replace('/', '-')}.png", meta)
+
+    # The whole campaign in one figure: a panel per task, titled with the verdict so far
+    fig, axes = plt.subplots(2, (len(TASKS) + 1) // 2, figsize=(19, 8.5))
+    titles = panel_titles(records, in_progress, task_verdicts)
+    for ax, (env_id, steps) in zip(axes.flat, TASKS, strict=False):
+        draw_runs(env_id, groups, ax)
+        ax.set_title(titles[env_id], fontsize=9)
+        ax.set_xlim(0, steps)
+        ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1000:g}k")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+    for ax in axes.flat[len(TASKS) :]:
+        ax.axis("off")
+        ax.text(0, 0.5, overview_key(records), fontsize=9, va="center", wrap=True)
+    fig.supxlabel("environment steps", fontsize=9, y=0.04)
+    fig.supylabel("deterministic eval return (10 episodes)", fontsize=9, x=0.005)
+    fig.subplots_adjust(bottom=0.1, left=0.045, right=0.99, top=0.95, hspace=0.3, wspace=0.2)
+    common.save_figure(fig, campaign.OUT / "overview.png", meta)
+
+
+def overview_key(records: list[dict[str, Any]]) -> str:
+    """The overview's key, with the evaluation schedule the finished runs used and the verdict's margin."""
+    schedules = sorted({(r["n_eval_episodes"], r["eval_freq"]) for r in records if "eval_freq" in r})
+    schedule = " or ".join(f"{episodes}\ndeterministic episodes every {freq / 1000:g}k steps" for episodes, freq in schedules)
+    schedule = schedule or "a schedule of\nits own"
+    return (
+        "One line per seed: WPO (red, hyperparams/wpo.yml: the\nreference's example settings) and SB3's SAC (blue,\n"
+        f"rl-zoo3's MuJoCo settings), each evaluated on {schedule}. Solid: finished;\n"
+        "dashed: in progress; dotted: checkpoint lost.\nVerdict: every seed's mean of its last 3 evaluations\n"
+        f"{VERDICT_MARGIN:.0%} above (ahead) or below (behind) every SAC seed's,\nelse level. Per task, against gradient "
+        "updates too:\ncurves_<task>.png; the numbers: summary.md."
+    )
+
+
+def draw_runs(env_id: str, groups: list[tuple[list[dict[str, Any]], str, str]], by_steps: Any, by_updates: Any = None) -> None:
+    """A line per seed of each algorithm on ``env_id`` (style by group: finished, in progress, lost), against
+    environment steps and, on ``by_updates``, against gradient updates; the task's anchor and threshold."""
+    for algo in VARIANTS:
+        for group, style, state in groups:
+            runs = [r for r in group if r["env_id"] == env_id and r["algo"] == algo and r["curve"]]
+            for index, r in enumerate(runs):
+                steps = [p["timesteps"] for p in r["curve"]]
+                values = [p["eval_mean"] for p in r["curve"]]
+                label = f"{algo.upper()} ({len(runs)} seed{'s' * (len(runs) != 1)}, {state})" if index == 0 else None
+                by_steps.plot(steps, values, style, color=COLORS[algo], alpha=0.8, lw=1.2, label=label)
+                if by_updates is not None:
+                    updates = gradient_updates(algo, env_id, steps, r.get("hyperparams"))
+                    by_updates.plot(updates, values, style, color=COLORS[algo], alpha=0.8, lw=1.2, label=label)
+    if env_id in ANCHORS:
+        text, value = ANCHORS[env_id]
+        by_steps.axhline(value, color="0.4", ls=":", lw=1, label=text)
+    if env_id in common.THRESHOLDS:
+        by_steps.axhline(common.THRESHOLDS[env_id], color="0.7", ls="-.", lw=0.8, label="threshold of the table")
+        if by_updates is not None:
+            by_updates.axhline(common.THRESHOLDS[env_id], color="0.7", ls="-.", lw=0.8)
+
+
+def panel_titles(
+    records: list[dict[str, Any]], in_progress: list[dict[str, Any]], task_verdicts: list[dict[str, Any]]
+) -> dict[str, str]:
+    """Per task: its name and where it stands: WPO's verdict against SAC with the WPO+SAC seeds it rests on; else
+    running, finished by one algorithm only, checkpoint lost (to run again), or not started."""
+    verdict = {row["env_id"]: row for row in task_verdicts}
+    titles = {}
+    for env_id, _ in TASKS:
+        lost = [r for r in in_progress if r["env_id"] == env_id and r.get("lost")]
+        running = [r for r in in_progress if r["env_id"] == env_id and not r.get("lost")]
+        done = sorted({r["algo"].upper() for r in records if r["env_id"] == env_id})
+        if env_id in verdict:
+            row = verdict[env_id]
+            seeds = f"{len(row['wpo_last3'])}+{len(row['sac_last3'])} seeds"
+            state = f"WPO {row['verdict']} ({seeds}{'' if row['all_seeds'] else ' so far'})"
+        elif running:
+            state = "running"
+        elif done:
+            state = f"{' and '.join(done)} finished, no pair yet"
+        elif lost:
+            state = "checkpoint lost, to run again"
+        else:
+            state = "not started"
+        titles[env_id] = f"{env_id.removeprefix('dm_control/')}: {state}"
+    return titles
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("snapshot", "diagnose", "noise", "report"))
+    command = parser.parse_args().command
+    {"snapshot": snapshot, "diagnose": diagnose, "noise": action_noise, "report": report}[command]()
+
+
+if __name__ == "__main__":
+    main()
