@@ -5,6 +5,7 @@ from the run records (``runs.jsonl``) and the checkpoints of unfinished runs.
     python benchmarks/campaign_report.py diagnose   # unfinished WPO runs' policy and critic -> diagnostics.json
     python benchmarks/campaign_report.py noise      # finished runs' exploration noise -> action_noise.json
     python benchmarks/campaign_report.py report     # tables (finished runs), figures (all; overview.png: every task)
+    python benchmarks/campaign_report.py tuning     # the tuning screen against the campaign -> results/tuning/summary.*
 
 ``$SB3_WPO_CAMPAIGN_OUT`` (the records' folder) and ``$SB3_WPO_RUNS`` (the checkpoints') as for the runs.
 """
@@ -440,11 +441,84 @@ def panel_titles(
     return titles
 
 
+def window(record: dict[str, Any], steps: int) -> dict[str, float] | None:
+    """A run at ``steps``: the mean of its last 3 evaluations up to there, and its train CPU time per environment
+    step since its first evaluation (the warm-up before learning_starts costs nothing)."""
+    curve = [point for point in record["curve"] if point["timesteps"] <= steps]
+    if not curve or curve[-1]["timesteps"] != steps or len(curve) < 4:
+        return None
+    cpu_ms = 1000 * (curve[-1]["train_cpu_s"] - curve[0]["train_cpu_s"]) / (steps - curve[0]["timesteps"])
+    return {"last3": float(np.mean([point["eval_mean"] for point in curve[-3:]])), "cpu_ms_per_step": cpu_ms}
+
+
+def tuning() -> None:
+    """Each screening run (``results/tuning``) beside the campaign's SAC seeds and the reference settings' WPO seeds
+    at the same step, by the rule of ``benchmarks/notes/tuning.md``: score = mean of the last 3 evaluations, cost =
+    train CPU time per step against SAC's median over its seeds."""
+    out = common.RESULTS / "tuning"
+    screened = common.read_jsonl(out / "runs.jsonl")
+    baseline = common.read_jsonl(common.RESULTS / "campaign" / "runs.jsonl")
+    rows = []
+    for record in screened:
+        steps, env_id = record["steps"], record["env_id"]
+        own = window(record, steps)
+        assert own is not None, f"{record['name']}: no evaluation at its budget"
+        row: dict[str, Any] = {"variant": record["algo"], "env_id": env_id, "seed": record["seed"], "steps": steps, **own}
+        for algo in ("sac", "wpo"):
+            others = [w for r in baseline if r["env_id"] == env_id and r["algo"] == algo if (w := window(r, steps))]
+            row[f"{algo}_last3"] = [w["last3"] for w in others]
+            row[f"{algo}_cpu_ms_per_step"] = float(np.median([w["cpu_ms_per_step"] for w in others])) if others else None
+        row["cost_vs_sac"] = own["cpu_ms_per_step"] / row["sac_cpu_ms_per_step"] if row["sac_cpu_ms_per_step"] else None
+        rows.append(row)
+    common.write_json(out / "summary.json", {"rows": rows, "meta": common.provenance()})
+
+    def values(xs: list[float]) -> str:
+        return ", ".join(f"{x:.0f}" for x in xs) or "-"
+
+    lines = [
+        "| variant | task | seed | steps | last 3 evals | SAC seeds there | reference WPO seeds there "
+        "| train CPU ms / step | × SAC's |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cost = f"{row['cost_vs_sac']:.2f}" if row["cost_vs_sac"] else "-"
+        lines.append(
+            f"| {row['variant']} | {row['env_id']} | {row['seed']} | {row['steps']:,} | {row['last3']:.0f} | "
+            f"{values(row['sac_last3'])} | {values(row['wpo_last3'])} | {row['cpu_ms_per_step']:.1f} | {cost} |"
+        )
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({row["env_id"] for row in rows})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+    for ax, env_id in zip(axes[0], tasks, strict=True):
+        budget = max(row["steps"] for row in rows if row["env_id"] == env_id)
+        for record in baseline + screened:
+            if record["env_id"] != env_id or record["algo"] not in {"sac", "wpo", *(row["variant"] for row in rows)}:
+                continue
+            curve = [point for point in record["curve"] if point["timesteps"] <= budget]
+            screen = record in screened
+            ax.plot(
+                [point["timesteps"] for point in curve],
+                [point["eval_mean"] for point in curve],
+                "-" if screen else ":",
+                color=COLORS[record["algo"]],
+                lw=1.6 if screen else 1.0,
+                label=f"{record['algo']} s{record['seed']}" + ("" if screen else " (campaign)"),
+            )
+        ax.set(title=env_id, xlabel="environment steps", ylabel="evaluation return (10 episodes)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    common.save_figure(fig, out / "curves.png", common.provenance())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("snapshot", "diagnose", "noise", "report"))
+    parser.add_argument("command", choices=("snapshot", "diagnose", "noise", "report", "tuning"))
     command = parser.parse_args().command
-    {"snapshot": snapshot, "diagnose": diagnose, "noise": action_noise, "report": report}[command]()
+    {"snapshot": snapshot, "diagnose": diagnose, "noise": action_noise, "report": report, "tuning": tuning}[command]()
 
 
 if __name__ == "__main__":

@@ -747,3 +747,13 @@ def test_the_pool_runs_commands_at_most_processes_at_a_time(tmp_path: Path):
     codes = common.run_commands(lambda: commands, processes=1, poll_s=0.01)
     assert codes == {"run 0": 0, "run 1": 1, "run 2": 2}
     assert log.read_text().split() == ["s0", "e0", "s1", "e1", "s2", "e2"]
+
+
+def test_tuning_window_scores_the_last_3_evaluations_and_costs_train_cpu_after_the_first() -> None:
+    curve = [{"timesteps": 10_000 * k, "eval_mean": float(k), "train_cpu_s": 2.0 * (k - 1)} for k in range(1, 11)]
+    record = {"curve": curve}
+    at_budget = campaign_report.window(record, 100_000)
+    assert at_budget == {"last3": 9.0, "cpu_ms_per_step": pytest.approx(1000 * 18.0 / 90_000)}
+    assert campaign_report.window(record, 50_000) == {"last3": 4.0, "cpu_ms_per_step": pytest.approx(1000 * 8.0 / 40_000)}
+    assert campaign_report.window(record, 55_000) is None  # no evaluation there
+    assert campaign_report.window(record, 30_000) is None  # fewer than 3 evaluations after the first
