@@ -13,7 +13,11 @@ Registration adds:
 - :func:`sample_wpo_params` / :func:`convert_wpo_params` to ``HYPERPARAMS_SAMPLER`` / ``HYPERPARAMS_CONVERTER``
   (``--optimize``, and ``--trial-id`` to train with a trial's parameters);
 - :data:`DEFAULT_CONFIG` as the config of ``--algo wpo`` without ``--conf-file`` (``ExperimentManager.__init__`` is
-  wrapped: the zoo looks for ``rl_zoo3/hyperparams/wpo.yml``, which it does not ship).
+  wrapped: the zoo looks for ``rl_zoo3/hyperparams/wpo.yml``, which it does not ship);
+- the entries of task families (``ExperimentManager.read_hyperparameters`` is wrapped): with ``--algo wpo``, a task
+  that has no entry of its own in the config gets the entry of its family (:func:`task_family`: ``mujoco`` or
+  ``dm_control``) where the config has one, else the ``default`` entry (:func:`config_entry`). ``-params`` still
+  overrides it; train saves the entry in the run's ``config.yml``, which enjoy reads.
 
 Everything is idempotent. enjoy / record_video / push_to_hub load a WPO agent with its saved ``buffer_size`` (they
 pass ``buffer_size=1`` only to the algorithms they list by name, which WPO is not, as sb3-contrib's CrossQ is not):
@@ -23,12 +27,14 @@ SB3 allocates that buffer with ``np.zeros``, which on Linux reserves address spa
 import functools
 import importlib
 import inspect
+import re
 import runpy
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import gymnasium as gym
 from torch import nn
 
 from sb3_wpo.wpo import WPO
@@ -53,6 +59,12 @@ NET_ARCHS = {
     "big": [400, 300],
 }
 ACTIVATION_FNS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+
+# The config entries that hold the settings of a family of tasks (see task_family).
+FAMILIES = ("mujoco", "dm_control")
+
+# The pip extra that brings the RL Zoo and what its scripts import.
+ZOO_EXTRA = 'pip install "sb3-wpo[zoo]"'
 
 # Scripts of rl_zoo3 that ``python -m sb3_wpo.zoo SCRIPT`` runs (as ``python -m rl_zoo3.SCRIPT``).
 SCRIPTS = ("train", "enjoy", "record_video", "record_training", "push_to_hub", "load_from_hub")
@@ -134,6 +146,35 @@ def sample_wpo_params(trial: Any, n_actions: int, n_envs: int, additional_args: 
     return convert_wpo_params(hyperparams)
 
 
+def task_family(env_id: str) -> str | None:
+    """The family of a registered task, whose config entry it gets without one of its own: ``"mujoco"`` for
+    Gymnasium's MuJoCo tasks (entry point in ``gymnasium.envs.mujoco``), ``"dm_control"`` for the DeepMind Control
+    Suite's ``dm_control/<domain>-<task>-v0`` (shimmy's ids of ``dm_control.suite.ALL_TASKS``; not its locomotion and
+    manipulation tasks); None for any other id, registered or not."""
+    spec = gym.envs.registry.get(env_id)
+    if spec is None:
+        return None
+    if isinstance(spec.entry_point, str) and spec.entry_point.startswith("gymnasium.envs.mujoco"):
+        return "mujoco"
+    suite_task = re.fullmatch(r"dm_control/(\w+)-(\w+)-v0", env_id)
+    if suite_task is not None:
+        from dm_control import suite
+
+        if suite_task.groups() in suite.ALL_TASKS:
+            return "dm_control"
+    return None
+
+
+def config_entry(entries: dict[str, Any], env_id: str) -> str | None:
+    """The key of the entry of ``entries`` (a config) that ``--algo wpo --env ENV_ID`` trains with: the task's own,
+    else its family's (:func:`task_family`), else ``default``; None if there is none of these."""
+    family = task_family(env_id) if env_id not in entries else None
+    for key in (env_id, family, "default"):
+        if key in entries:
+            return key
+    return None
+
+
 def _patch_utils(module: ModuleType) -> None:
     module.ALGOS.setdefault(ALGO_NAME, WPO)
 
@@ -161,6 +202,35 @@ def _patch_exp_manager(module: ModuleType) -> None:
 
     __init__._sb3_wpo_patched = True  # type: ignore[attr-defined]
     cls.__init__ = __init__
+    cls.read_hyperparameters = _read_family_hyperparameters(cls.read_hyperparameters)
+
+
+def _read_family_hyperparameters(original: Any) -> Any:
+    """Wrap ``ExperimentManager.read_hyperparameters`` so that, with ``--algo wpo`` and a YAML config, it reads the
+    entry :func:`config_entry` picks. The zoo reads the entry named by ``self.env_name.gym_id`` (then applies
+    ``--trial-id`` and ``-params``, and prints and saves the result): that name is the entry's key for the call."""
+
+    @functools.wraps(original)
+    def read_hyperparameters(self: Any) -> Any:
+        env_id = self.env_name.gym_id
+        if self.algo != ALGO_NAME or not str(self.config).endswith((".yml", ".yaml")):
+            return original(self)
+        import yaml  # a dependency of rl_zoo3, not of sb3-wpo
+
+        with open(self.config) as file:
+            key = config_entry(yaml.safe_load(file), env_id)
+        if key is None or key == env_id:
+            return original(self)
+        from huggingface_sb3 import EnvironmentName
+
+        print(f"Using the '{key}' hyperparameters for {env_id}")
+        env_name, self.env_name = self.env_name, EnvironmentName(key)
+        try:
+            return original(self)
+        finally:
+            self.env_name = env_name
+
+    return read_hyperparameters
 
 
 _PATCHES = {
@@ -202,7 +272,10 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(2)
         raise SystemExit(0 if argv else 2)
     script, *arguments = argv
-    register()
+    try:
+        register()
+    except ModuleNotFoundError as error:
+        raise SystemExit(f"python -m sb3_wpo.zoo needs the RL Zoo (no module named {error.name!r}): {ZOO_EXTRA}") from error
     sys.argv = [f"rl_zoo3.{script}", *arguments]
     runpy.run_module(f"rl_zoo3.{script}", run_name="__main__", alter_sys=True)
 

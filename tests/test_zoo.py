@@ -20,9 +20,11 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import optuna
 import pytest
+import shimmy  # noqa: F401  (registers the dm_control/ ids, for zoo.task_family)
 import yaml
 
 
@@ -86,7 +88,7 @@ def test_config_entries():
     """Each entry says what stands behind it: Pendulum's study, the campaign's result for an entry the campaign ran
     (and then the entry is what it ran), or that it is a starting point."""
     config = yaml.safe_load(CONFIG.read_text())
-    assert set(config) == {"default", *ENV_IDS}
+    assert set(config) == {"default", *zoo.FAMILIES, *ENV_IDS}
     campaign_runs = [json.loads(line) for line in (ROOT / "benchmarks/results/campaign/runs.jsonl").read_text().splitlines()]
     lines = CONFIG.read_text().splitlines()
     for key in config:
@@ -107,7 +109,7 @@ def test_config_entries():
             assert NOT_TUNED in comments, f"{key} needs the comment {NOT_TUNED!r}"
 
 
-@pytest.mark.parametrize("key", ["default", *ENV_IDS])
+@pytest.mark.parametrize("key", ["default", *zoo.FAMILIES, *ENV_IDS])
 def test_config_arguments_are_valid(key):
     """Every entry's arguments are accepted by WPO (checked at construction, before any model is built)."""
     hyperparams = dict(yaml.safe_load(CONFIG.read_text())[key])
@@ -119,6 +121,55 @@ def test_config_arguments_are_valid(key):
     model = WPO("MlpPolicy", "Pendulum-v1", policy_kwargs=policy_kwargs, _init_setup_model=False, **hyperparams)
     for name, value in hyperparams.items():
         assert getattr(model, name) == value or name in ("train_freq", "learning_rate")
+
+
+# What a listed task of a family sets differently from its family's entry.
+OWN_SETTINGS = {
+    "Humanoid-v5": ("n_timesteps",),
+    "dm_control/cartpole-swingup-v0": ("n_timesteps",),
+    "dm_control/walker-walk-v0": ("n_timesteps",),
+    "dm_control/cheetah-run-v0": ("n_timesteps",),
+}
+
+
+def test_listed_tasks_merge_their_family():
+    """A family's settings are in its entry alone: a listed task of the family is its family's entry (merged with
+    ``<<: *anchor``) and the settings of :data:`OWN_SETTINGS`, so that a change of the family entry reaches listed
+    and unlisted tasks alike."""
+    config = yaml.safe_load(CONFIG.read_text())
+    families = {key: zoo.task_family(key) for key in ENV_IDS}
+    assert set(families.values()) == {None, *zoo.FAMILIES}
+    for key, family in families.items():
+        if family is not None:
+            assert config[key] == {**config[family], **{name: config[key][name] for name in OWN_SETTINGS.get(key, ())}}, key
+
+
+def test_task_family():
+    """Every DeepMind Control Suite task (shimmy's ``dm_control/<domain>-<task>-v0`` ids of ``suite.ALL_TASKS``) is
+    of the ``dm_control`` family, every Gymnasium MuJoCo task of ``mujoco``; nothing else is, registered or not."""
+    from dm_control import suite
+
+    registry = gym.envs.registry
+    suite_ids = {f"dm_control/{domain}-{task}-v0" for domain, task in suite.ALL_TASKS}
+    mujoco_v5 = {key for key in registry if key.endswith("-v5") and "mujoco" in str(registry[key].entry_point)}
+    assert len(suite_ids) == len(suite.ALL_TASKS) >= 28 and suite_ids <= set(registry)
+    assert {"Swimmer-v5", "Reacher-v5", "HumanoidStandup-v5", "InvertedPendulum-v5", "Pusher-v5"} <= mujoco_v5
+    families = {key: zoo.task_family(key) for key in registry}
+    assert {key for key, family in families.items() if family == "dm_control"} == suite_ids
+    assert mujoco_v5 <= {key for key, family in families.items() if family == "mujoco"}
+    assert families["Pendulum-v1"] is None and families["dm_control/lift_brick_features-v0"] is None
+    assert zoo.task_family("dm_control/finger-fly-v0") is None and zoo.task_family("Swimmer-v99") is None
+
+
+def test_config_entry():
+    """``--algo wpo`` trains a task with its own entry, else its family's, else ``default``."""
+    config = yaml.safe_load(CONFIG.read_text())
+    assert zoo.config_entry(config, "Hopper-v5") == "Hopper-v5"
+    assert zoo.config_entry(config, "Pendulum-v1") == "Pendulum-v1"
+    assert zoo.config_entry(config, "Swimmer-v5") == "mujoco"
+    assert zoo.config_entry(config, "dm_control/finger-spin-v0") == "dm_control"
+    assert zoo.config_entry(config, "CartPole-v1") == "default"
+    assert zoo.config_entry({"Pendulum-v1": {}}, "Swimmer-v5") is None
 
 
 # ---------------------------------------------------------------- sampler
@@ -182,6 +233,8 @@ def test_install_and_register_are_idempotent():
     assert sum(bool(getattr(f, "_sb3_wpo_zoo_hook", False)) for f in sys.meta_path) == 1
     init = ExperimentManager.__init__
     assert init._sb3_wpo_patched and not getattr(init.__wrapped__, "_sb3_wpo_patched", False)
+    read = ExperimentManager.read_hyperparameters
+    assert read.__name__ == "read_hyperparameters" and not hasattr(read.__wrapped__, "__wrapped__")
 
 
 def imported_modules(statements):
@@ -471,3 +524,50 @@ def test_deepmind_control_through_shimmy(algo, tmp_path):
     assert model.observation_space.shape == (5,) and model.num_timesteps == int(N_STEPS)
     enjoy = ["--algo", algo, "--env", env_id, "--gym-packages", "shimmy", "-f", logs, "--no-render", "-n", "300"]
     assert "Loading" in run(["-m", "rl_zoo3.enjoy", *enjoy, "--num-threads", "1"], cwd=tmp_path).stdout
+
+
+# Tasks that wpo.yml does not list, two of each family, and the family entry each should train with.
+UNLISTED_TASKS = {
+    "Swimmer-v5": "mujoco",
+    "Reacher-v5": "mujoco",
+    "dm_control/finger-spin-v0": "dm_control",
+    "dm_control/point_mass-easy-v0": "dm_control",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_id", UNLISTED_TASKS)
+def test_unlisted_task_trains_with_its_family(env_id, tmp_path):
+    """``python -m rl_zoo3.train --algo wpo --env ENV_ID`` (``--gym-packages shimmy`` for DMC) for a task that
+    wpo.yml does not list: the run's saved config is its family's entry, but for what ``-params`` sets; then enjoy
+    replays the saved agent."""
+    family = UNLISTED_TASKS[env_id]
+    config = yaml.safe_load(CONFIG.read_text())
+    assert env_id not in config
+    logs = tmp_path / "logs"
+    packages = ["--gym-packages", "shimmy"] if family == "dm_control" else []
+    args = ["--algo", "wpo", "--env", env_id, *packages, "-n", N_STEPS, "-f", logs, "--num-threads", "1"]
+    small = ["learning_starts:100", "batch_size:32", "num_samples:4", "buffer_size:1000"]
+    output = run(["-m", "rl_zoo3.train", *args, "-params", *small], cwd=tmp_path).stdout
+    assert f"Using the '{family}' hyperparameters for {env_id}" in output
+    assert_default_config(output)
+
+    name = env_id.replace("/", "-")
+    run_dir = logs / "wpo" / f"{name}_1"
+    saved = dict(yaml.unsafe_load((run_dir / name / "config.yml").read_text()))
+    overridden = {"learning_starts": 100, "batch_size": 32, "num_samples": 4, "buffer_size": 1000}
+    assert saved == {**config[family], **overridden}
+    model = WPO.load(run_dir / f"{name}.zip", buffer_size=1)
+    assert (model.num_samples, model.n_steps, model.target_aggregation) == (4, config[family]["n_steps"], "max")
+    assert model.policy_kwargs["layer_norm"] and model.policy_kwargs["activation_fn"] is nn.ELU
+    assert len(model.observation_space.shape) == 1  # DMC's Dict observations flattened by the family's env_wrapper
+
+    enjoy = ["--algo", "wpo", "--env", env_id, *packages, "-f", logs, "--no-render", "-n", "200", "--num-threads", "1"]
+    assert f"Loading {run_dir / name}.zip" in run(["-m", "rl_zoo3.enjoy", *enjoy], cwd=tmp_path).stdout
+
+
+@pytest.mark.slow
+def test_an_id_that_is_not_a_task_gets_the_zoos_error(tmp_path):
+    args = ["--algo", "wpo", "--env", "dm_control/finger-fly-v0", "--gym-packages", "shimmy", "-f", tmp_path / "logs"]
+    result = run(["-m", "rl_zoo3.train", *args], cwd=tmp_path, check=False)
+    assert result.returncode != 0 and "dm_control/finger-fly-v0 not found in gym registry" in result.stderr
