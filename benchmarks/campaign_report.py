@@ -448,7 +448,7 @@ def window(record: dict[str, Any], steps: int) -> dict[str, float] | None:
     if not curve or curve[-1]["timesteps"] != steps or len(curve) < 4:
         return None
     cpu_ms = 1000 * (curve[-1]["train_cpu_s"] - curve[0]["train_cpu_s"]) / (steps - curve[0]["timesteps"])
-    return {"last3": float(np.mean([point["eval_mean"] for point in curve[-3:]])), "cpu_ms_per_step": cpu_ms}
+    return {"last3": last3_mean({"curve": curve}), "cpu_ms_per_step": cpu_ms}
 
 
 def tuning() -> None:
