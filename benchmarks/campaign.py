@@ -56,7 +56,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 # The tuning screen (issue 26; benchmarks/notes/tuning.md has the plan and the rule), one factor at a time from the
 # probe ``wpo-s4u1``: 4 samples, one update per step, V(s') = the mean over the samples (the reference's critic
 # target); ``-mlp``: SAC's networks (256 x 2 ReLU, no LayerNorm); ``-ln2``: the entry's LayerNorm ELU networks with
-# two hidden layers instead of three; ``s4u2``: one update every 2 steps.
+# two hidden layers instead of three; ``s4u2``: one update every 2 steps; ``s2``, ``s1``: 2 or 1 samples.
 TUNING_BASE = {"num_samples": 4, "train_freq": 1, "target_aggregation": "mean"}
 VARIANTS.update(
     {
@@ -67,6 +67,9 @@ VARIANTS.update(
             "wpo",
             {**TUNING_BASE, "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU)"},
         ),
+        # Stage 3: fewer samples at one update per step, the entry's networks kept (they carry the learning)
+        "wpo-s2u1": ("wpo", {**TUNING_BASE, "num_samples": 2}),
+        "wpo-s1u1": ("wpo", {**TUNING_BASE, "num_samples": 1}),
     }
 )
 COLORS = {  # each variant's color in the figures (campaign_report.py)
@@ -78,6 +81,8 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s4u1-mlp": "tab:olive",
     "wpo-s4u2-mlp": "tab:cyan",
     "wpo-s4u1-ln2": "tab:brown",
+    "wpo-s2u1": "tab:pink",
+    "wpo-s1u1": "tab:gray",
 }
 
 # The issue's order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so
