@@ -62,8 +62,9 @@ class WPO(GuardedOffPolicyAlgorithm):
     The loss is ``sb3_wpo.losses.wpo_loss``, equal to the reference (Acme) loss to float64 precision.
 
     Defaults follow the reference's runnable example (ε_mean=0.01, ε_std=1e-6, α_mean≈0.69 and α_std≈1e4 fixed,
-    expected-SARSA target, one critic, hard target copy every 100 updates, gradient-norm clip 40, initial std 0.5)
-    with four departures chosen on Pendulum-v1 so that WPO learns in SB3-sized budgets at less wall-clock per
+    expected-SARSA target, one critic, hard target copy every 100 updates, initial std 0.5), clip the gradient norm
+    at 40 (the value of the reference's config field, which its agent does not apply), and depart from it in four
+    ways chosen on Pendulum-v1 so that WPO learns in SB3-sized budgets at less wall-clock per
     environment step than SAC: ``num_samples=8`` (reference 20; the update's cost grows with N·B critic
     evaluations), ``learning_rate=1e-3`` (reference 3e-4), one update every 2 steps (reference 0.25 updates per
     step) and SAC's ``learning_starts=100`` (reference 1,000 transitions; level on Pendulum-v1, and SB3's
@@ -100,9 +101,10 @@ class WPO(GuardedOffPolicyAlgorithm):
     :param squashing: transform of ∇a Q in the policy loss: "identity" or "cube_root"
     :param natural_gradient: variance rescaling of the policy gradient (the paper finds it necessary)
     :param target_aggregation: how V(s') aggregates the target critic over ``num_samples`` target-policy
-        actions: "mean" (expected SARSA, the reference) or "max" (the paper's Control Suite runs)
+        actions: "mean" (expected SARSA, the reference) or "max" (an option of ours)
     :param target_update_interval: update the target networks every this many gradient steps
-    :param max_grad_norm: gradient-norm clip of the actor and of the critic
+    :param max_grad_norm: gradient-norm clip of the actor and of the critic (the reference applies none; a large
+        value turns it off)
     :param check_finite: detect NaN/inf in the replay batch, Q-values, losses, gradients and parameters at every
         update (read back once per ``train()`` call), roll the model back to its last good state and raise
         ``sb3_wpo.DivergenceError``; also refuses to save a model with non-finite parameters
