@@ -90,7 +90,7 @@ def diagnose(batch_size: int = 1024) -> None:
 
     th.set_num_threads(1)
     path, meta = campaign.OUT / "diagnostics.json", common.provenance()
-    # Earlier diagnoses are kept (the notes cite them): one entry per run and checkpoint, each with its provenance
+    # Earlier diagnoses are kept (summary.md tables them all): one entry per run and checkpoint, each with its provenance
     earlier = json.loads(path.read_text()) if path.exists() else {"runs": []}
     diagnostics = [{"meta": earlier.get("meta"), "batch_size": earlier.get("batch_size"), **e} for e in earlier["runs"]]
     done = campaign.finished()
