@@ -4,7 +4,7 @@ from the run records (``runs.jsonl``) and the checkpoints of unfinished runs.
     python benchmarks/campaign_report.py snapshot   # curves of unfinished runs so far -> in_progress.json
     python benchmarks/campaign_report.py diagnose   # unfinished WPO runs' policy and critic -> diagnostics.json
     python benchmarks/campaign_report.py noise      # finished runs' exploration noise -> action_noise.json
-    python benchmarks/campaign_report.py report     # tables (finished runs), figures (all; overview.png: every task)
+    python benchmarks/campaign_report.py report     # summary.md (finished runs, diagnoses, noise), figures (overview.png: all)
     python benchmarks/campaign_report.py tuning     # the tuning screen against the campaign -> results/tuning/summary.*
 
 ``$SB3_WPO_CAMPAIGN_OUT`` (the records' folder) and ``$SB3_WPO_RUNS`` (the checkpoints') as for the runs.
@@ -12,7 +12,9 @@ from the run records (``runs.jsonl``) and the checkpoints of unfinished runs.
 
 import argparse
 import json
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +90,7 @@ def diagnose(batch_size: int = 1024) -> None:
 
     th.set_num_threads(1)
     path, meta = campaign.OUT / "diagnostics.json", common.provenance()
-    # Earlier diagnoses are kept (the notes cite them): one entry per run and checkpoint, each with its provenance
+    # Earlier diagnoses are kept (summary.md tables them all): one entry per run and checkpoint, each with its provenance
     earlier = json.loads(path.read_text()) if path.exists() else {"runs": []}
     diagnostics = [{"meta": earlier.get("meta"), "batch_size": earlier.get("batch_size"), **e} for e in earlier["runs"]]
     done = campaign.finished()
@@ -289,8 +291,7 @@ def report() -> None:
     import matplotlib.pyplot as plt
 
     records = common.read_jsonl(campaign.OUT / "runs.jsonl")
-    snapshot_file = campaign.OUT / "in_progress.json"
-    in_progress = json.loads(snapshot_file.read_text())["runs"] if snapshot_file.exists() else []
+    in_progress = result_runs("in_progress.json")
     meta = common.provenance()
     rows = summarize(records) if records else []
     task_verdicts = verdicts(records)
@@ -323,8 +324,7 @@ def report() -> None:
     ]
     for row in task_verdicts:
         wpo, sac = (", ".join(f"{value:.1f}" for value in row[key]) for key in ("wpo_last3", "sac_last3"))
-        state = "" if row["all_seeds"] else f" (so far: {len(row['wpo_last3'])} WPO, {len(row['sac_last3'])} SAC seeds)"
-        lines.append(f"| {row['env_id']} | {wpo} | {sac} | {row['verdict']}{state} |")
+        lines.append(f"| {row['env_id']} | {wpo} | {sac} | {verdict_cell(row)} |")
     if probes:
         header = "| probe | task | seed | steps | probe's eval | WPO's evals there, per seed | SAC's evals there, per seed |"
         lines += ["", header, "|" + "---|" * 7]
@@ -336,6 +336,10 @@ def report() -> None:
             f"| {row['algo']} | {row['env_id']} | {row['seed']} | {row['timesteps']:,} | {row['eval_mean']:.1f} | "
             f"{wpo or '—'} | {sac or '—'} |"
         )
+    lines += diagnosis_table(result_runs("diagnostics.json"))
+    noise_file = campaign.OUT / "action_noise.json"
+    if noise_file.exists():
+        lines += noise_table(json.loads(noise_file.read_text()), task_verdicts)
     (campaign.OUT / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     groups = [
@@ -375,6 +379,98 @@ def report() -> None:
     fig.supylabel("deterministic eval return (10 episodes)", fontsize=9, x=0.005)
     fig.subplots_adjust(bottom=0.1, left=0.045, right=0.99, top=0.95, hspace=0.3, wspace=0.2)
     common.save_figure(fig, campaign.OUT / "overview.png", meta)
+
+
+def result_runs(name: str) -> list[dict[str, Any]]:
+    """The ``runs`` of a result file of the campaign's folder (none while it is not written yet)."""
+    path = campaign.OUT / name
+    return json.loads(path.read_text())["runs"] if path.exists() else []
+
+
+def verdict_cell(row: dict[str, Any]) -> str:
+    """A task's verdict (a row of ``verdicts``), with the seeds it rests on while some are still missing."""
+    state = "" if row["all_seeds"] else f" (so far: {len(row['wpo_last3'])} WPO, {len(row['sac_last3'])} SAC seeds)"
+    return f"{row['verdict']}{state}"
+
+
+def share(value: float | None) -> str:
+    """A share as a percentage, ``—`` where the result file has none (a field added later, or no such means)."""
+    return "—" if value is None or math.isnan(value) else f"{value:.0%}"
+
+
+def run_label(name: str) -> str:
+    """``humanoid-stand-v0 WPO seed 1`` for a planned run's folder name (else the name itself)."""
+    runs = {run_name(*run): run for run in planned_runs()}
+    if name not in runs:
+        return name
+    algo, env_id, seed, _ = runs[name]
+    return f"{env_id.removeprefix('dm_control/')} {algo.upper()} seed {seed}"
+
+
+def diagnosis_table(diagnoses: list[dict[str, Any]]) -> list[str]:
+    """``diagnostics.json`` as a table, a row per run and checkpoint. The means beyond the bounds pushed back in are
+    those ``mean_push`` finds neither pushed outwards nor without gradient."""
+    if not diagnoses:
+        return []
+    batch_sizes = " or ".join(f"{size:,}" for size in sorted({entry["batch_size"] for entry in diagnoses}))
+    lines = [
+        "",
+        f"WPO runs diagnosed at checkpoints before they finished (`diagnostics.json`, `campaign_report.py diagnose`: "
+        f"on {batch_sizes} replay states each, seeded):",
+        "",
+        "| run | steps | updates | policy std (5/50/95%) | mean of \\|μ\\| | means outside [−1, 1] | sampled actions "
+        "clipped | ∇a Q norm | of the means outside: pushed out / in / no gradient | buffer's reward: mean (max) |",
+        "|" + "---|" * 10,
+    ]
+    for entry in sorted(diagnoses, key=lambda entry: (run_label(entry["name"]), entry["timesteps"])):
+        quantiles = entry.get("pi_std_quantiles_5_50_95")
+        std = " / ".join(f"{q:.2f}" for q in quantiles) if quantiles else "—"
+        grad = f"{entry['dq_da_norm_mean']:.3f}" if "dq_da_norm_mean" in entry else "—"
+        out, still = entry.get("pi_means_beyond_bounds_pushed_outward"), entry.get("pi_means_beyond_bounds_without_gradient")
+        pushed_in = None if out is None or still is None else 1.0 - out - still
+        push = " / ".join(share(value) for value in (out, pushed_in, still)) if out is not None else "—"
+        lines.append(
+            f"| {run_label(entry['name'])} | {entry['timesteps']:,} | {entry['n_updates']:,} | {std} | "
+            f"{entry['pi_mean_abs']:.2f} | {share(entry.get('pi_means_outside_bounds'))} | "
+            f"{share(entry['sampled_actions_clipped'])} | {grad} | {push} | "
+            f"{entry['buffer_reward_mean']:.3f} ({entry['buffer_reward_max']:.2f}) |"
+        )
+    return lines
+
+
+def noise_table(noise: dict[str, Any], task_verdicts: list[dict[str, Any]]) -> list[str]:
+    """``action_noise.json`` as a table: per task, each measured seed's action noise and share of deterministic
+    actions at a bound, WPO's beside SAC's, with the task's verdict; a probe's own row under its task."""
+    by_run: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for entry in sorted(noise["runs"], key=lambda entry: entry["seed"]):
+        by_run.setdefault((entry["env_id"], entry["algo"]), []).append(entry)
+    verdict = {row["env_id"]: verdict_cell(row) for row in task_verdicts}
+
+    def cell(entries: list[dict[str, Any]], key: str, value: Callable[[float], str]) -> str:
+        return ", ".join(f"s{entry['seed']} {value(entry[key])}" for entry in entries) or "—"
+
+    lines = [
+        "",
+        f"Exploration noise of finished runs at their budget (`action_noise.json`, `campaign_report.py noise`: on "
+        f"{noise['n_states']:,} steps of each run's deterministic trajectory, {noise['n_samples']} stochastic actions "
+        "per state, executed as the run executes them: SAC's squashed, WPO's clipped):",
+        "",
+        "| task | WPO run | action noise, RMS from the deterministic action: WPO / SAC | deterministic actions at a bound "
+        "(\\|a\\| ≥ 0.99): WPO / SAC | WPO is |",
+        "|---|---|---|---|---|",
+    ]
+    for env_id, _ in TASKS:
+        for algo in VARIANTS:
+            if algo == "sac" or (env_id, algo) not in by_run:
+                continue
+            probe = algo != "wpo"  # a shorter budget than SAC's: the probe table compares it
+            wpo, sac = by_run[env_id, algo], [] if probe else by_run.get((env_id, "sac"), [])
+            rms = " / ".join(cell(runs, "action_noise_rms", "{:.2f}".format) for runs in (wpo, sac))
+            at_bound = " / ".join(cell(runs, "deterministic_actions_at_bounds", share) for runs in (wpo, sac))
+            run = f"{algo} at {wpo[0]['timesteps']:,}" if probe else "WPO"
+            judged = "a probe: see the probe table" if probe else verdict.get(env_id, "—")
+            lines.append(f"| {env_id} | {run} | {rms} | {at_bound} | {judged} |")
+    return lines
 
 
 def overview_key(records: list[dict[str, Any]]) -> str:

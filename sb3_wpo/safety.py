@@ -1,5 +1,24 @@
 """Reliability of WPO: the divergence guard (detection and rollback), atomic saves, clear load errors, checkpoint lookup,
-and ``GuardedOffPolicyAlgorithm``, the base class that puts these guard rails at the edges of the algorithm."""
+and ``GuardedOffPolicyAlgorithm``, the base class that puts these guard rails at the edges of the algorithm.
+
+Divergence guard (``check_finite=True``, the default; ``DivergenceGuard``). Each ``train()`` call first copies the
+training state (networks and targets, optimizer states, duals) and flags whether that copy is finite; each gradient
+step then flags its replay batch, Q-values and critic targets, ∇a Q, policy mean and std, duals, KLs, losses and
+gradient norms (``FINITE_CHECKS``). The flags stay on the device and are read back once per call, with the logged
+statistics, so checking costs no synchronization per step. On a NaN or inf the state is rolled back to the last copy
+found finite, and ``DivergenceError`` names the first update and what went non-finite; training can go on from there
+(from a clean replay buffer when the data itself was not finite). ``save()`` refuses non-finite parameters, so
+checkpoints stay good. The price: two copies of the training state in memory, and the time measured by
+``benchmarks/check_finite_cost.py`` (``benchmarks/results/check_finite_cost.json``).
+
+Atomic saves and clear load errors (``atomic_write``, ``GuardedOffPolicyAlgorithm.load``). ``save()`` and
+``save_replay_buffer()`` write a temporary file next to the target, fsync it and rename it into place: a process killed
+during a save leaves the previous file intact (``tests/test_atomic_save.py`` kills savers at random moments). A
+replaced file keeps its permissions. Loading a missing, truncated, corrupt or foreign file raises ``FileNotFoundError``
+or ``LoadError`` naming the file, an override that does not fit a ``ValueError`` naming the override;
+``set_parameters`` and ``load_replay_buffer`` are all or nothing. Resuming from the checkpoints of SB3's
+``CheckpointCallback``: ``find_latest_checkpoint``.
+"""
 
 import contextlib
 import copy
@@ -509,7 +528,12 @@ def find_latest_checkpoint(
     The callback saves the model, then the replay buffer (``save_replay_buffer=True``), then the ``VecNormalize``
     statistics (``save_vecnormalize=True``): a run killed between these saves leaves an incomplete step. When any
     step has a replay buffer (or statistics), only steps that have one count, and statistics must load and be
-    finite: resuming with missing or NaN statistics would silently give a different, or NaN, policy.
+    finite: resuming with missing or NaN statistics would silently give a different, or NaN, policy. So a kill
+    between two saves, or statistics gone NaN, make it fall back to the step before.
+
+    To resume: ``WPO.load(model, env=...)`` brings back the networks, optimizers, duals and timestep count,
+    ``load_replay_buffer(replay_buffer)`` the transitions, ``VecNormalize.load(vecnormalize, venv)`` the statistics;
+    then ``learn(remaining, reset_num_timesteps=False)`` goes on where the run stopped.
 
     :return: ``(model, replay_buffer, vecnormalize)`` paths; the replay buffer and VecNormalize paths are None
         when the run saved none.

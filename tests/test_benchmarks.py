@@ -654,6 +654,39 @@ def test_campaign_compares_a_probe_with_every_seed_at_its_budget():
     assert rows["wpo-utd1"]["wpo_eval_means"] == {} and rows["wpo-utd1"]["sac_eval_means"] == {}, "no run reached 40k"
 
 
+def test_campaign_report_tables_the_diagnoses_and_the_exploration_noise():
+    """The diagnosis and noise tables come from their json alone: fields an older diagnosis lacks read —, the means
+    pushed back in are the rest of those beyond the bounds, a probe has its own row and no verdict."""
+    humanoid, walker = "dm_control/humanoid-stand-v0", "dm_control/walker-walk-v0"
+    older = {"name": campaign.run_name("wpo", humanoid, 1, 500_000), "timesteps": 1_000, "n_updates": 250, "batch_size": 64}
+    older |= {"pi_mean_abs": 1.2, "sampled_actions_clipped": 0.5, "buffer_reward_mean": 0.005, "buffer_reward_max": 0.9}
+    newer = {**older, "timesteps": 2_000, "pi_means_outside_bounds": 0.55, "pi_std_quantiles_5_50_95": [0.49, 0.5, 0.51]}
+    newer |= {"dq_da_norm_mean": 0.004, "pi_means_beyond_bounds_pushed_outward": 0.4}
+    newer |= {"pi_means_beyond_bounds_without_gradient": 0.35}
+    table = campaign_report.diagnosis_table([newer, older])
+    assert "64 replay states" in table[1]
+    assert table[5:] == [
+        "| humanoid-stand-v0 WPO seed 1 | 1,000 | 250 | — | 1.20 | — | 50% | — | — | 0.005 (0.90) |",
+        "| humanoid-stand-v0 WPO seed 1 | 2,000 | 250 | 0.49 / 0.50 / 0.51 | 1.20 | 55% | 50% | 0.004 | 40% / 25% / 35% "
+        "| 0.005 (0.90) |",
+    ]
+    assert campaign_report.diagnosis_table([]) == []
+
+    def measured(algo: str, seed: int, rms: float, at_bound: float) -> dict[str, Any]:
+        entry = {"name": "", "algo": algo, "env_id": walker, "seed": seed, "timesteps": 300_000, "action_noise_rms": rms}
+        return entry | {"deterministic_actions_at_bounds": at_bound}
+
+    runs = [measured("wpo", 1, 0.3, 0.6), measured("sac", 0, 0.2, 0.01), measured("wpo", 0, 0.25, 0.5)]
+    runs.append({**measured("wpo-std0.2", 0, 0.1, 0.4), "timesteps": 150_000})
+    verdict = {"env_id": walker, "wpo_last3": [1.0, 2.0], "sac_last3": [3.0], "verdict": "behind", "all_seeds": False}
+    table = campaign_report.noise_table({"runs": runs, "n_states": 1000, "n_samples": 20}, [verdict])
+    assert "1,000 steps" in table[1] and "20 stochastic actions" in table[1]
+    assert table[5:] == [
+        f"| {walker} | WPO | s0 0.25, s1 0.30 / s0 0.20 | s0 50%, s1 60% / s0 1% | behind (so far: 2 WPO, 1 SAC seeds) |",
+        f"| {walker} | wpo-std0.2 at 150,000 | s0 0.10 / — | s0 40% / — | a probe: see the probe table |",
+    ]
+
+
 def test_campaign_report_draws_every_task_in_one_overview(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The overview has a panel per planned task, titled with where it stands: verdict (on how many seeds), running,
     or not started; the report writes it beside the per-task figures."""
