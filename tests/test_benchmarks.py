@@ -790,3 +790,25 @@ def test_tuning_window_scores_the_last_3_evaluations_and_costs_train_cpu_after_t
     assert campaign_report.window(record, 50_000) == {"last3": 4.0, "cpu_ms_per_step": pytest.approx(1000 * 8.0 / 40_000)}
     assert campaign_report.window(record, 55_000) is None  # no evaluation there
     assert campaign_report.window(record, 30_000) is None  # fewer than 3 evaluations after the first
+
+
+def test_pendulum_process_summary_and_commands():
+    """pendulum_process.py: WPO and SBX's SAC run the zoo's training command with their own entries and no periodic
+    evaluation, a candidate's -params reach WPO's command only, and the summary counts solved seeds and divides by
+    SBX's SAC."""
+    import pendulum_process
+
+    table = pendulum_process.variants(["num_samples:4 train_freq:2"])
+    wpo = pendulum_process.train_command(*table["WPO num_samples:4 train_freq:2"], 20_000, 3, "logs")
+    assert wpo[1:3] == ["-m", "rl_zoo3.train"] and wpo[-3:] == ["-params", "num_samples:4", "train_freq:2"]
+    assert ["--eval-freq", "-1"] == wpo[wpo.index("--eval-freq") : wpo.index("--eval-freq") + 2]
+    sbx = pendulum_process.train_command(*table["SBX SAC (zoo)"], 20_000, 3, "logs")
+    assert sbx[1] == "-c" and "sbx.SAC" in sbx[2] and sbx[sbx.index("--algo") + 1] == "sac" and "-params" not in sbx
+    runs = [
+        {"variant": "WPO (wpo.yml)", "wall_s": wall, "cpu_s": wall - 1, "return": ret}
+        for wall, ret in [(100.0, -150.0), (120.0, -250.0), (110.0, -180.0)]
+    ] + [{"variant": "SBX SAC (zoo)", "wall_s": wall, "cpu_s": wall, "return": -160.0} for wall in (200.0, 220.0, 240.0)]
+    summary = pendulum_process.summarize(runs, ["WPO (wpo.yml)", "SBX SAC (zoo)"])
+    assert summary["WPO (wpo.yml)"]["solved"] == 2 and summary["SBX SAC (zoo)"]["solved"] == 3
+    assert summary["WPO (wpo.yml)"]["wall_median_over_sbx"] == pytest.approx(110 / 220)
+    assert summary["WPO (wpo.yml)"]["wall_min_over_sbx"] == pytest.approx(100 / 200)
