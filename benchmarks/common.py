@@ -241,13 +241,21 @@ def zoo_experiment(
 
 def raw_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
     """The entry of ``env_id`` in the zoo's config of ``algo`` (:func:`zoo_file`), unprocessed. Where the file has
-    none, the entry of the same task at another version (rl-zoo3 2.9 tunes the MuJoCo tasks as -v4), with
+    none: for WPO the entry the zoo trains it with (its family's, ``sb3_wpo.zoo.config_entry``), for the zoo's
+    algorithms the entry of the same task at another version (rl-zoo3 2.9 tunes the MuJoCo tasks as -v4); with
     ``hyperparams_from`` naming it."""
     path = zoo_file(algo)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     with path.open() as file:
         entries = yaml.safe_load(file)
+    if env_id not in entries and algo == "wpo":
+        from sb3_wpo.zoo import config_entry
+
+        key = config_entry(entries, env_id)
+        if key is None:
+            raise KeyError(f"{path} has no entry for {env_id}")
+        return dict(entries[key], hyperparams_from=key)
     if env_id not in entries:
         # rl-zoo3 2.9 tunes the MuJoCo tasks as -v4; use the entry of the same task at another version if there is one
         same_task = sorted(key for key in entries if key.split("-v")[0] == env_id.split("-v")[0])

@@ -812,3 +812,12 @@ def test_pendulum_process_summary_and_commands():
     assert summary["WPO (wpo.yml)"]["solved"] == 2 and summary["SBX SAC (zoo)"]["solved"] == 3
     assert summary["WPO (wpo.yml)"]["wall_median_over_sbx"] == pytest.approx(110 / 220)
     assert summary["WPO (wpo.yml)"]["wall_min_over_sbx"] == pytest.approx(100 / 200)
+
+
+def test_raw_hyperparams_of_an_unlisted_task_is_its_family_entry():
+    """A MuJoCo task that wpo.yml does not list gets the ``mujoco`` entry, as the zoo trains it, named in
+    ``hyperparams_from``; a listed task its own entry."""
+    entries = yaml.safe_load(common.zoo_file("wpo").read_text())
+    swimmer = common.raw_hyperparams("wpo", "Swimmer-v5")
+    assert swimmer == dict(entries["mujoco"], hyperparams_from="mujoco")
+    assert common.raw_hyperparams("wpo", "HalfCheetah-v5") == entries["HalfCheetah-v5"]
