@@ -70,6 +70,14 @@ VARIANTS.update(
         # Stage 3: fewer samples at one update per step, the entry's networks kept (they carry the learning)
         "wpo-s2u1": ("wpo", {**TUNING_BASE, "num_samples": 2}),
         "wpo-s1u1": ("wpo", {**TUNING_BASE, "num_samples": 1}),
+        "wpo-s1u1-ln2": (
+            "wpo",
+            {
+                **TUNING_BASE,
+                "num_samples": 1,
+                "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU)",
+            },
+        ),
     }
 )
 COLORS = {  # each variant's color in the figures (campaign_report.py)
@@ -83,6 +91,7 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s4u1-ln2": "tab:brown",
     "wpo-s2u1": "tab:pink",
     "wpo-s1u1": "tab:gray",
+    "wpo-s1u1-ln2": "black",
 }
 
 # The order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so

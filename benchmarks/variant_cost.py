@@ -1,0 +1,120 @@
+"""Training cost per environment step of campaign variants against SB3's SAC, in one script run on one torch thread.
+
+The tuning rule (benchmarks/notes/tuning.md) ships a setting only at a cost at most SAC's; the run records' CPU
+times come from runs that shared the machine with other work. Here each variant is built as its campaign run is
+(``campaign.make_experiment``: the zoo's ExperimentManager with the variant's values), its buffer filled past
+``learning_starts`` with random steps, and then whole ``learn()`` calls of ``--steps`` environment steps (collection
+and updates, as in a run; no evaluation) are timed, variants interleaved across repeats; CPU time of the process per
+environment step, min and median, and its ratio to SAC's. Results: results/tuning/cost.json and cost.md.
+
+    python benchmarks/variant_cost.py --variants wpo wpo-s1u1 wpo-s2u1     # SAC is always measured; ~5 minutes
+    python benchmarks/variant_cost.py --quick                              # smoke test
+
+Time nothing else meanwhile (pause background runs with kill -STOP); the load average is recorded.
+"""
+
+import argparse
+import contextlib
+import io
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import campaign
+import common
+import torch as th
+
+OUT = common.RESULTS / "tuning"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=["wpo", "wpo-s1u1"], choices=tuple(campaign.VARIANTS))
+    parser.add_argument("--env", default="HalfCheetah-v5")
+    parser.add_argument("--steps", type=int, default=1000, help="environment steps per timed learn() call")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="smoke test: 2 repeats of 50 steps, a separate output")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.steps, args.out = 2, 50, args.out / "quick"
+    return args
+
+
+def filled_model(variant: str, env_id: str, folder: Path) -> Any:
+    """The variant's model as its campaign run builds it, after ``learning_starts`` random steps and one update."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        experiment = campaign.make_experiment(variant, env_id, 0, 10**9, folder)
+        model, _ = experiment.setup_experiment()
+    model.learn(total_timesteps=model.learning_starts + 1)
+    return model
+
+
+def cpu_per_step(model: Any, steps: int) -> float:
+    start = time.process_time()
+    model.learn(total_timesteps=steps, reset_num_timesteps=False)
+    return (time.process_time() - start) / steps
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    names = ["sac", *(name for name in args.variants if name != "sac")]
+    per_step: dict[str, list[float]] = {name: [] for name in names}
+    with tempfile.TemporaryDirectory(prefix="sb3-wpo-cost-") as folder:
+        models = {name: filled_model(name, args.env, Path(folder) / name) for name in tqdm(names, desc="fill buffers")}
+        with tqdm(total=args.repeats * len(names), desc="timed learn() calls") as progress:
+            for repeat in range(args.repeats):
+                for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+                    per_step[name].append(cpu_per_step(models[name], args.steps))
+                    progress.update()
+    rows: dict[str, dict[str, Any]] = {
+        name: {
+            "cpu_ms_per_step_min": 1e3 * min(values),
+            "cpu_ms_per_step_median": 1e3 * statistics.median(values),
+            "cpu_ms_per_step_all": [1e3 * value for value in values],
+            "hyperparams": campaign.VARIANTS[name][1],
+        }
+        for name, values in per_step.items()
+    }
+    for row in rows.values():
+        row["over_sac_min"] = row["cpu_ms_per_step_min"] / rows["sac"]["cpu_ms_per_step_min"]
+        row["over_sac_median"] = row["cpu_ms_per_step_median"] / rows["sac"]["cpu_ms_per_step_median"]
+    args_record = {"env": args.env, "steps": args.steps, "repeats": args.repeats, "torch_threads": th.get_num_threads()}
+    return {"args": args_record, "variants": rows, "meta": {**common.provenance(), "load_after": common.load_average()}}
+
+
+def write_markdown(results: dict[str, Any], path: Path) -> None:
+    env, steps = results["args"]["env"], results["args"]["steps"]
+    lines = [
+        f"Training CPU time per environment step on {env} (learn() calls of {steps:,} steps after the warm-up; "
+        f"{results['args']['repeats']} per variant, interleaved): `{results['meta']['command']}`",
+        "",
+        "| variant | CPU ms / step (min / median) | × SAC's (min / median) |",
+        "|---|---|---|",
+    ]
+    for name, row in results["variants"].items():
+        lines.append(
+            f"| {name} | {row['cpu_ms_per_step_min']:.2f} / {row['cpu_ms_per_step_median']:.2f} | "
+            f"{row['over_sac_min']:.2f} / {row['over_sac_median']:.2f} |"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    args = parse_args()
+    th.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = measure(args)
+    common.write_json(args.out / "cost.json", results)
+    write_markdown(results, args.out / "cost.md")
+    print((args.out / "cost.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
