@@ -121,19 +121,26 @@ PROBES = [
 ]
 
 
+# The tuning screen's candidate (benchmarks/notes/tuning.md) at the campaign's budgets, 3 seeds a task, the smallest
+# budget first, beside the campaign's SAC seeds (round two holds SAC's second humanoid-stand seed).
+CONFIRMATION = [
+    ("wpo-s1u1-ln2", env_id, seed, steps) for env_id, steps in sorted(TASKS, key=lambda task: task[1]) for seed in (0, 1, 2)
+]
+
+
 def run_name(algo: str, env_id: str, seed: int, steps: int) -> str:
     return f"{algo}_{env_id.replace('/', '-')}_s{seed}_{steps}"
 
 
 def planned_runs() -> list[tuple[str, str, int, int]]:
     """Round one (seed 0 of each algorithm on every task), round two (the further seeds) task by task from the smallest
-    budget up, then the probes."""
+    budget up, the probes, then the confirmation of the tuning screen's candidate."""
     first = [(algo, env_id, seeds[0], steps) for env_id, steps in TASKS for algo, seeds in SEEDS.items()]
     further = []
     for env_id, steps in sorted(TASKS, key=lambda task: task[1]):
         for index in range(1, max(len(seeds) for seeds in SEEDS.values())):
             further += [(algo, env_id, seeds[index], steps) for algo, seeds in SEEDS.items() if index < len(seeds)]
-    return first + further + PROBES
+    return first + further + PROBES + CONFIRMATION
 
 
 # ----------------------------------------------------------------------------------------------------------------

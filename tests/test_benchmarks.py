@@ -273,12 +273,18 @@ def test_campaign_queue_order_and_names():
     ]
     # then the probes, the cheaper first
     cheetah = "HalfCheetah-v5"
-    assert runs[5 * n_tasks :] == [
+    probes = runs[5 * n_tasks : 5 * n_tasks + len(campaign.PROBES)]
+    assert probes == [
         ("wpo-utd1", cheetah, 0, 150_000),
         ("wpo-std0.2", cheetah, 0, 150_000),
         ("wpo-utd1", humanoid, 0, 300_000),
     ]
-    assert runs[5 * n_tasks :] == campaign.PROBES
+    assert probes == campaign.PROBES
+    # then the confirmation of the tuning screen's candidate: 3 seeds a task, cartpole-swingup's 200k first
+    confirmation = runs[5 * n_tasks + len(campaign.PROBES) :]
+    assert confirmation == campaign.CONFIRMATION and len(confirmation) == 3 * n_tasks
+    assert confirmation[:3] == [("wpo-s1u1-ln2", cartpole, seed, 200_000) for seed in (0, 1, 2)]
+    assert confirmation[-1] == ("wpo-s1u1-ln2", humanoid, 2, 500_000)
     assert len({campaign.run_name(*run) for run in runs}) == len(runs)
 
 
@@ -319,6 +325,7 @@ def test_campaign_queue_counts_and_skips_runs_held_by_other_processes(tmp_path: 
     monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
     monkeypatch.setattr(campaign, "PROBES", [])
+    monkeypatch.setattr(campaign, "CONFIRMATION", [])
     held_dir = tmp_path / "runs" / campaign.run_name("wpo", "Pendulum-v1", 0, 300)
     script = (
         f"import pathlib, sys, time; sys.path.insert(0, {str(BENCHMARKS)!r}); import campaign; "
@@ -347,6 +354,7 @@ def test_campaign_queue_starts_deferred_runs_last(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
     probe = ("wpo-utd1", "Pendulum-v1", 0, 300)
     monkeypatch.setattr(campaign, "PROBES", [probe])
+    monkeypatch.setattr(campaign, "CONFIRMATION", [])
     monkeypatch.setattr(campaign, "progress", lambda name: 100 if name == campaign.run_name(*probe) else 0)
     starts = fake_run_processes(campaign, monkeypatch)
     campaign.queue(argparse.Namespace(processes=1, eval_freq=100, save_freq=100, poll_s=0.01, first=[], defer=[]))
@@ -365,6 +373,7 @@ def test_campaign_queue_starts_runs_named_first_before_resumable_ones(tmp_path: 
     monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
     probes = [("wpo-utd1", "Pendulum-v1", 0, 300), ("wpo-std0.2", "Pendulum-v1", 0, 300)]
     monkeypatch.setattr(campaign, "PROBES", probes)
+    monkeypatch.setattr(campaign, "CONFIRMATION", [])
     resumable = campaign.run_name("sac", "Pendulum-v1", 1, 300)
     monkeypatch.setattr(campaign, "progress", lambda name: 100 if name == resumable else 0)
     starts = fake_run_processes(campaign, monkeypatch)
@@ -382,6 +391,7 @@ def test_campaign_status_tells_runs_without_a_checkpoint(tmp_path: Path, monkeyp
     monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
     monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
     monkeypatch.setattr(campaign, "PROBES", [])
+    monkeypatch.setattr(campaign, "CONFIRMATION", [])
     checkpointed = tmp_path / "runs" / campaign.run_name("sac", "Pendulum-v1", 0, 300) / "checkpoint"
     checkpointed.mkdir(parents=True)
     (checkpointed / "state.json").write_text(json.dumps({"timesteps": 200}))
@@ -398,6 +408,7 @@ def test_campaign_snapshot_keeps_the_curve_of_a_run_whose_checkpoint_is_gone(tmp
     monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
     monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
     monkeypatch.setattr(campaign, "PROBES", [])
+    monkeypatch.setattr(campaign, "CONFIRMATION", [])
     names = [campaign.run_name(algo, "Pendulum-v1", 0, 300) for algo in ("wpo", "sac")]
     curve = [{"timesteps": 100, "eval_mean": -1000.0}]
     earlier = [{"name": name, "algo": name[:3], "env_id": "Pendulum-v1", "seed": 0, "curve": curve} for name in names]
@@ -744,6 +755,7 @@ def test_each_run_is_one_command_line_that_selects_it(tmp_path: Path, monkeypatc
     monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
     monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 300)])
     monkeypatch.setattr(campaign, "PROBES", [])
+    monkeypatch.setattr(campaign, "CONFIRMATION", [])
     queue_args = argparse.Namespace(first=[], defer=[], eval_freq=100, save_freq=100)
     commands = campaign.pending_commands(queue_args)
     assert [command.name for command in commands] == [campaign.run_name(*spec) for spec in campaign.planned_runs()]
