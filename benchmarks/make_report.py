@@ -309,6 +309,20 @@ def variance_section(result: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def tuning_section() -> list[str]:
+    """The tuning screen of issue 26 (notes/tuning.md): its table and figure, the variants' cost against SAC's, and the
+    Pendulum-v1 entry's whole training process against SBX's SAC."""
+    out = ["## 6. Tuning for SB3's budgets (`benchmarks/campaign.py`, `variant_cost.py`, `pendulum_process.py`)", ""]
+    out += [note("tuning"), ""]
+    for table in (RES / "tuning" / "summary.md", RES / "tuning" / "cost.md", RES / "pendulum_process" / "summary.md"):
+        if table.exists():
+            out += [f"`{table.relative_to(BENCH)}`:", "", table.read_text(), ""]
+    for figure in (RES / "tuning" / "curves.png", RES / "pendulum_process" / "pendulum_process.png"):
+        if figure.exists():
+            out += [f"![{figure.stem}]({figure.relative_to(BENCH)})", ""]
+    return out
+
+
 def campaign_section(summary: dict[str, Any] | None) -> list[str]:
     out = ["## 5. Beyond Pendulum: DeepMind Control and MuJoCo (`benchmarks/campaign.py`)", "", note("campaign"), ""]
     if summary is not None and summary["groups"]:
@@ -340,6 +354,7 @@ def main() -> None:
         *sweep_section(sweep),
         *variance_section(variance),
         *campaign_section(campaign),
+        *tuning_section(),
         note("not_run"),
     ]
     (BENCH / "README.md").write_text("\n".join(lines))

@@ -195,7 +195,8 @@ def test_a_run_is_built_by_the_zoo_and_records_its_curve(algo, defaults, monkeyp
         assert record["hyperparams"] == common.hyperparams_for_json({**entry, **overrides})
         assert model.lr_schedule(1.0) == entry["learning_rate"] == 1e-3  # SAC's default is 3e-4, WPO's too
     if algo == "wpo":
-        assert (model.num_samples, model.n_steps, model.train_freq.frequency) == (8, 5, 2)
+        samples = 8 if defaults else entry["num_samples"]  # WPO's default, or the entry's
+        assert (model.num_samples, model.n_steps, model.train_freq.frequency) == (samples, 5, 2)
         assert (model.learning_starts, model.replay_buffer.buffer_size) == (200, 1000)
         assert record["train_stats"] and set(common.WPO_TRAIN_KEYS) <= set(record["train_stats"][-1])
         assert record["train_means"]["alpha_mean"] == pytest.approx(math.log1p(math.e**0) + 1e-8, rel=1e-4)
@@ -431,7 +432,8 @@ def test_campaign_variant_runs_the_zoo_entry_with_its_overrides(tmp_path: Path):
 
     model, hyperparams = campaign.make_experiment("wpo-utd1", "Pendulum-v1", 0, 100, tmp_path).setup_experiment()
     assert model.train_freq.frequency == 1 and hyperparams["train_freq"] == 1  # the Pendulum-v1 entry has 2
-    assert model.num_samples == 8, "the rest of the entry is kept"
+    entry = common.raw_hyperparams("wpo", "Pendulum-v1")
+    assert model.num_samples == entry["num_samples"] and model.n_steps == entry["n_steps"], "the rest of the entry is kept"
     assert campaign_report.gradient_updates("wpo-utd1", "dm_control/humanoid-stand-v0", [50_000]) == [40_000]
     model, hyperparams = campaign.make_experiment("wpo-std0.2", "HalfCheetah-v5", 0, 100, tmp_path).setup_experiment()
     assert model.actor.init_std == 0.2 and model.actor.layer_norm and model.actor.net_arch == [256, 256, 256]
