@@ -398,13 +398,12 @@ def share(value: float | None) -> str:
     return "—" if value is None or math.isnan(value) else f"{value:.0%}"
 
 
-def run_label(name: str) -> str:
-    """``humanoid-stand-v0 WPO seed 1`` for a planned run's folder name (else the name itself)."""
-    runs = {run_name(*run): run for run in planned_runs()}
-    if name not in runs:
-        return name
-    algo, env_id, seed, _ = runs[name]
-    return f"{env_id.removeprefix('dm_control/')} {algo.upper()} seed {seed}"
+def run_labels() -> dict[str, str]:
+    """``humanoid-stand-v0 WPO seed 1`` for each planned run's folder name."""
+    return {
+        run_name(algo, env_id, seed, steps): f"{env_id.removeprefix('dm_control/')} {algo.upper()} seed {seed}"
+        for algo, env_id, seed, steps in planned_runs()
+    }
 
 
 def diagnosis_table(diagnoses: list[dict[str, Any]]) -> list[str]:
@@ -422,7 +421,12 @@ def diagnosis_table(diagnoses: list[dict[str, Any]]) -> list[str]:
         "clipped | ∇a Q norm | of the means outside: pushed out / in / no gradient | buffer's reward: mean (max) |",
         "|" + "---|" * 10,
     ]
-    for entry in sorted(diagnoses, key=lambda entry: (run_label(entry["name"]), entry["timesteps"])):
+    labels = run_labels()
+
+    def label(entry: dict[str, Any]) -> str:  # a run the plan does not hold keeps its folder name
+        return labels.get(entry["name"], entry["name"])
+
+    for entry in sorted(diagnoses, key=lambda entry: (label(entry), entry["timesteps"])):
         quantiles = entry.get("pi_std_quantiles_5_50_95")
         std = " / ".join(f"{q:.2f}" for q in quantiles) if quantiles else "—"
         grad = f"{entry['dq_da_norm_mean']:.3f}" if "dq_da_norm_mean" in entry else "—"
@@ -430,7 +434,7 @@ def diagnosis_table(diagnoses: list[dict[str, Any]]) -> list[str]:
         pushed_in = None if out is None or still is None else 1.0 - out - still
         push = " / ".join(share(value) for value in (out, pushed_in, still)) if out is not None else "—"
         lines.append(
-            f"| {run_label(entry['name'])} | {entry['timesteps']:,} | {entry['n_updates']:,} | {std} | "
+            f"| {label(entry)} | {entry['timesteps']:,} | {entry['n_updates']:,} | {std} | "
             f"{entry['pi_mean_abs']:.2f} | {share(entry.get('pi_means_outside_bounds'))} | "
             f"{share(entry['sampled_actions_clipped'])} | {grad} | {push} | "
             f"{entry['buffer_reward_mean']:.3f} ({entry['buffer_reward_max']:.2f}) |"
