@@ -1,7 +1,8 @@
 """The README's main job as a whole process: WPO's Pendulum-v1 zoo entry against SBX's SAC (JAX) with the zoo's.
 
-Each run is one process on one core (``os.sched_setaffinity``; one torch / XLA thread): the RL Zoo's training
-command, start-up, 20,000 steps and saving included, without periodic evaluation (``--eval-freq -1``):
+Each run is one process on one core (``os.sched_setaffinity`` of this script, which its processes inherit; one torch /
+XLA thread): the RL Zoo's training command, start-up, 20,000 steps and saving included, without periodic evaluation
+(``--eval-freq -1``):
 
     python -m rl_zoo3.train --algo wpo --env Pendulum-v1 --num-threads 1 --eval-freq -1 --seed S
     python -m rl_zoo3.train --algo sac --env Pendulum-v1 ... with SBX's SAC in SB3's place (rl-baselines3-zoo's
@@ -87,15 +88,20 @@ def train_command(algo: str, params: list[str], steps: int, seed: int, folder: s
 def evaluate(algo: str, folder: str, seed: int) -> float:
     """Mean return of the saved agent over 10 deterministic episodes."""
     import gymnasium as gym
-    from sbx import SAC as SbxSAC
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.monitor import Monitor
 
-    from sb3_wpo import WPO
-
     zoo_algo = "wpo" if algo == "wpo" else "sac"
     path = Path(folder) / zoo_algo / f"{ENV_ID}_1" / f"{ENV_ID}.zip"
-    model = WPO.load(path, device="cpu") if algo == "wpo" else SbxSAC.load(path, device="cpu")
+    model: Any
+    if algo == "wpo":
+        from sb3_wpo import WPO
+
+        model = WPO.load(path, device="cpu")
+    else:  # JAX only where it is measured
+        from sbx import SAC as SbxSAC
+
+        model = SbxSAC.load(path, device="cpu")
     env = Monitor(gym.make(ENV_ID))
     env.reset(seed=seed + 10_000)
     mean, _ = evaluate_policy(model, env, n_eval_episodes=10, deterministic=True)
@@ -109,6 +115,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names = list(table)
     runs: list[dict[str, Any]] = []
     environment = {**os.environ, **ONE_THREAD}
+    # The training processes inherit this process's core (a preexec_fn would run Python between fork and exec, unsafe
+    # once JAX's threads run here after an SBX evaluation).
+    os.sched_setaffinity(0, {args.core})
     with tqdm(total=args.repeats * len(names), desc="processes") as progress:
         for repeat in range(args.repeats):
             for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
@@ -117,13 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     command = train_command(algo, params, args.steps, repeat, folder)
                     before = resource.getrusage(resource.RUSAGE_CHILDREN)
                     start = time.perf_counter()
-                    subprocess.run(
-                        command,
-                        check=True,
-                        capture_output=True,
-                        env=environment,
-                        preexec_fn=lambda: os.sched_setaffinity(0, {args.core}),
-                    )
+                    subprocess.run(command, check=True, capture_output=True, env=environment)
                     wall = time.perf_counter() - start
                     after = resource.getrusage(resource.RUSAGE_CHILDREN)
                     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
