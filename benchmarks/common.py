@@ -14,6 +14,7 @@ import io
 import json
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
@@ -90,6 +91,26 @@ def cpu_name() -> str:
     except OSError:
         pass
     return name or platform.machine()
+
+
+def interleaved_order(names: list[str], repeats: int) -> Iterator[tuple[int, str]]:
+    """(repeat, name): each name once per repeat, the order rotated by one each repeat, so that no variant of a timing
+    always runs first or last."""
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            yield repeat, name
+
+
+def timed_process(command: list[str], **kwargs: Any) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of a child process run to its end (``subprocess.run(command, check=True,
+    capture_output=True, **kwargs)``)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, **kwargs)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def load_average() -> list[float]:

@@ -24,12 +24,9 @@ Time nothing else meanwhile: the machine's load is recorded with the results.
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -119,28 +116,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # once JAX's threads run here after an SBX evaluation).
     os.sched_setaffinity(0, {args.core})
     with tqdm(total=args.repeats * len(names), desc="processes") as progress:
-        for repeat in range(args.repeats):
-            for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
-                algo, params = table[name]
-                with tempfile.TemporaryDirectory() as folder:
-                    command = train_command(algo, params, args.steps, repeat, folder)
-                    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                    start = time.perf_counter()
-                    subprocess.run(command, check=True, capture_output=True, env=environment)
-                    wall = time.perf_counter() - start
-                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-                    runs.append(
-                        {
-                            "variant": name,
-                            "seed": repeat,
-                            "wall_s": wall,
-                            "cpu_s": cpu,
-                            "return": evaluate(algo, folder, repeat),
-                        }
-                    )
-                progress.set_postfix_str(f"{name}: {wall:.0f} s, return {runs[-1]['return']:.0f}")
-                progress.update()
+        for repeat, name in common.interleaved_order(names, args.repeats):
+            algo, params = table[name]
+            with tempfile.TemporaryDirectory() as folder:
+                command = train_command(algo, params, args.steps, repeat, folder)
+                wall, cpu = common.timed_process(command, env=environment)
+                runs.append(
+                    {"variant": name, "seed": repeat, "wall_s": wall, "cpu_s": cpu, "return": evaluate(algo, folder, repeat)}
+                )
+            progress.set_postfix_str(f"{name}: {wall:.0f} s, return {runs[-1]['return']:.0f}")
+            progress.update()
     return {
         "args": {"repeats": args.repeats, "steps": args.steps, "candidate": args.candidate, "core": args.core},
         "commands": {name: " ".join(train_command(*table[name], args.steps, 0, "<tmp>")[1:]) for name in names},

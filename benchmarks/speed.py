@@ -78,12 +78,10 @@ def interleaved(tasks: dict[str, Callable[[], Any]], repeats: int, per: int = 1)
     names = list(tasks)
     walls: dict[str, list[float]] = {name: [] for name in names}
     cpus: dict[str, list[float]] = {name: [] for name in names}
-    for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            wall, cpu = timed(tasks[name])
-            walls[name].append(wall / per)
-            cpus[name].append(cpu / per)
+    for _, name in common.interleaved_order(names, repeats):
+        wall, cpu = timed(tasks[name])
+        walls[name].append(wall / per)
+        cpus[name].append(cpu / per)
     return {name: stats(walls[name], cpus[name]) for name in names}
 
 

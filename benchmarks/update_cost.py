@@ -210,17 +210,13 @@ def part_process(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
     walls: dict[str, list[float]] = {name: [] for name in ZOO_VARIANTS}
     cpus: dict[str, list[float]] = {name: [] for name in ZOO_VARIANTS}
     names = list(ZOO_VARIANTS)
-    for repeat in range(args.repeats):
-        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
-            algo, allocator_on = ZOO_VARIANTS[name]
-            with tempfile.TemporaryDirectory() as folder:
-                before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                start = time.perf_counter()
-                subprocess.run(zoo_command(algo, allocator_on, args.zoo_steps, folder), check=True, capture_output=True)
-                walls[name].append(time.perf_counter() - start)
-                after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                cpus[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-            progress.update()
+    for _, name in common.interleaved_order(names, args.repeats):
+        algo, allocator_on = ZOO_VARIANTS[name]
+        with tempfile.TemporaryDirectory() as folder:
+            wall, cpu = common.timed_process(zoo_command(algo, allocator_on, args.zoo_steps, folder))
+        walls[name].append(wall)
+        cpus[name].append(cpu)
+        progress.update()
     results: dict[str, Any] = {
         "command": " ".join(zoo_command("wpo", True, args.zoo_steps, "<tmp>")[1:]),
         "per_process_s": {

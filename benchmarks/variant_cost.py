@@ -69,10 +69,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sb3-wpo-cost-") as folder:
         models = {name: filled_model(name, args.env, Path(folder) / name) for name in tqdm(names, desc="fill buffers")}
         with tqdm(total=args.repeats * len(names), desc="timed learn() calls") as progress:
-            for repeat in range(args.repeats):
-                for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
-                    per_step[name].append(cpu_per_step(models[name], args.steps))
-                    progress.update()
+            for _, name in common.interleaved_order(names, args.repeats):
+                per_step[name].append(cpu_per_step(models[name], args.steps))
+                progress.update()
     rows: dict[str, dict[str, Any]] = {
         name: {
             "cpu_ms_per_step_min": 1e3 * min(values),

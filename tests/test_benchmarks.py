@@ -281,11 +281,16 @@ def test_campaign_queue_order_and_names():
         ("wpo-utd1", humanoid, 0, 300_000),
     ]
     assert probes == campaign.PROBES
-    # then the confirmation of the tuning screen's candidate: 3 seeds a task, cartpole-swingup's 200k first
+    # then the confirmation of the tuning screen's candidate: seed 0 on every task (where SAC leads first), then 1, 2
     confirmation = runs[5 * n_tasks + len(campaign.PROBES) :]
     assert confirmation == campaign.CONFIRMATION and len(confirmation) == 3 * n_tasks
-    assert confirmation[:3] == [("wpo-s1u1-ln2", cartpole, seed, 200_000) for seed in (0, 1, 2)]
-    assert confirmation[-1] == ("wpo-s1u1-ln2", humanoid, 2, 500_000)
+    assert confirmation[:2] == [("wpo-s1u1-ln2", cheetah, 0, 300_000), ("wpo-s1u1-ln2", "Walker2d-v5", 0, 300_000)]
+    assert [run[2] for run in confirmation] == [seed for seed in (0, 1, 2) for _ in range(n_tasks)]
+    assert confirmation[n_tasks - 2 : n_tasks] == [
+        ("wpo-s1u1-ln2", cartpole, 0, 200_000),
+        ("wpo-s1u1-ln2", humanoid, 0, 500_000),
+    ]
+    assert {(env_id, steps) for _, env_id, _, steps in confirmation} == set(campaign.TASKS)
     assert len({campaign.run_name(*run) for run in runs}) == len(runs)
 
 
@@ -835,3 +840,21 @@ def test_raw_hyperparams_of_an_unlisted_task_is_its_family_entry():
     swimmer = common.raw_hyperparams("wpo", "Swimmer-v5")
     assert swimmer == dict(entries["mujoco"], hyperparams_from="mujoco")
     assert common.raw_hyperparams("wpo", "HalfCheetah-v5") == entries["HalfCheetah-v5"]
+
+
+def test_interleaved_order_rotates_by_one_each_repeat():
+    assert list(common.interleaved_order(["a", "b", "c"], 4)) == [
+        *[(0, "a"), (0, "b"), (0, "c")],
+        *[(1, "b"), (1, "c"), (1, "a")],
+        *[(2, "c"), (2, "a"), (2, "b")],
+        *[(3, "a"), (3, "b"), (3, "c")],
+    ]
+
+
+def test_timed_process_counts_the_childs_cpu_time():
+    wall, cpu = common.timed_process(
+        [sys.executable, "-c", "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"]
+    )
+    assert cpu >= 0.3 and wall >= cpu * 0.5
+    with pytest.raises(subprocess.CalledProcessError):
+        common.timed_process([sys.executable, "-c", "raise SystemExit(3)"])
