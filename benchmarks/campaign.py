@@ -78,6 +78,16 @@ VARIANTS.update(
                 "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU)",
             },
         ),
+        # Hypothesis 4 of issue 26 (action bounds): the candidate with tanh actions, for the tasks where the clipped
+        # policy's means sit beyond the bounds (humanoid-stand), where clipped samples get no gradient from Q
+        "wpo-s1u1-ln2-tanh": (
+            "wpo",
+            {
+                **TUNING_BASE,
+                "num_samples": 1,
+                "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU, tanh_actions=True)",
+            },
+        ),
     }
 )
 COLORS = {  # each variant's color in the figures (campaign_report.py)
@@ -92,6 +102,7 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s2u1": "tab:pink",
     "wpo-s1u1": "tab:gray",
     "wpo-s1u1-ln2": "black",
+    "wpo-s1u1-ln2-tanh": "magenta",
 }
 
 # The issue's order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so

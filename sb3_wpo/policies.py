@@ -1,4 +1,5 @@
-"""Networks for WPO: an unbounded diagonal Gaussian actor, Q-critics, and the policy that holds them and their targets."""
+"""Networks for WPO: a diagonal Gaussian actor (its samples clipped to the action bounds, or squashed by tanh), Q-critics,
+and the policy that holds them and their targets."""
 
 import itertools
 import math
@@ -33,6 +34,7 @@ POLICY_RULES: dict[str, Rule] = {
     "net_arch": check_net_arch,
     "activation_fn": subclass_of(nn.Module, "a torch.nn.Module subclass (e.g. nn.ReLU)"),
     "layer_norm": boolean(),
+    "tanh_actions": boolean(),
     # σ² enters the loss: it must be a finite float32
     "init_std": real(0.0, MAX_STD, low_open=True),
     "min_std": real(0.0, MAX_STD),
@@ -60,15 +62,16 @@ def make_mlp(input_dim: int, net_arch: list[int], activation_fn: type[nn.Module]
 
 
 class Actor(BasePolicy):
-    """Unbounded diagonal Gaussian policy in SB3's normalized action space [-1, 1]^D.
+    """Diagonal Gaussian N(μ, σ) over u, with actions in SB3's normalized action space [-1, 1]^D made by ``to_action``.
 
     std = softplus(head) · init_std / softplus(0) + min_std, with a near-zero head initialization so that the
-    initial std is ``init_std`` in every state (as in the reference). Actions returned to SB3 are clipped to
-    [-1, 1]; the losses use the unclipped Gaussian.
+    initial std is ``init_std`` in every state (as in the reference). The losses use the Gaussian over u.
 
     :param init_std: initial standard deviation of the policy, in normalized action units.
     :param min_std: floor added to the standard deviation.
     :param layer_norm: use the reference's LayerNorm MLP.
+    :param tanh_actions: actions are tanh(u), as SAC's; False (the reference) clips u to the bounds, where the
+        critic's action-gradient reaching u is 0, so a mean beyond a bound gets no gradient back from it.
     """
 
     def __init__(
@@ -82,9 +85,13 @@ class Actor(BasePolicy):
         layer_norm: bool = False,
         init_std: float = 0.5,
         min_std: float = 1e-6,
+        tanh_actions: bool = False,
         normalize_images: bool = True,
     ):
-        check_all(POLICY_RULES, dict(net_arch=net_arch, init_std=init_std, min_std=min_std, layer_norm=layer_norm))
+        check_all(
+            POLICY_RULES,
+            dict(net_arch=net_arch, init_std=init_std, min_std=min_std, layer_norm=layer_norm, tanh_actions=tanh_actions),
+        )
         super().__init__(
             observation_space,
             action_space,
@@ -98,6 +105,7 @@ class Actor(BasePolicy):
         self.layer_norm = layer_norm
         self.init_std = init_std
         self.min_std = min_std
+        self.tanh_actions = tanh_actions
         action_dim = get_action_dim(self.action_space)
         self.latent_pi = make_mlp(features_dim, net_arch, activation_fn, layer_norm)
         last_layer_dim = net_arch[-1] if len(net_arch) > 0 else features_dim
@@ -118,6 +126,7 @@ class Actor(BasePolicy):
                 layer_norm=self.layer_norm,
                 init_std=self.init_std,
                 min_std=self.min_std,
+                tanh_actions=self.tanh_actions,
                 features_extractor=self.features_extractor,
             )
         )
@@ -130,10 +139,13 @@ class Actor(BasePolicy):
         std = F.softplus(self.std(latent_pi)) * (self.init_std / SOFTPLUS_ZERO) + self.min_std
         return self.mu(latent_pi), std
 
+    def to_action(self, u: th.Tensor) -> th.Tensor:
+        """Actions in [-1, 1] from points u of the Gaussian (any shape): tanh(u), or u clipped to the bounds."""
+        return th.tanh(u) if self.tanh_actions else u.clamp(-1.0, 1.0)
+
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         mean, std = self.distribution_params(obs)
-        actions = mean if deterministic else mean + std * th.randn_like(mean)
-        return actions.clamp(-1.0, 1.0)
+        return self.to_action(mean if deterministic else mean + std * th.randn_like(mean))
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self(observation, deterministic)
@@ -212,6 +224,8 @@ class WPOPolicy(BasePolicy):
     :param layer_norm: use the reference's LayerNorm MLP (LayerNorm + tanh after the first layer).
     :param init_std: initial policy standard deviation (normalized action units).
     :param min_std: floor of the policy standard deviation.
+    :param tanh_actions: actions are tanh(u) for u ~ N(μ, σ), as SAC's, and the WPO update of the Gaussian takes
+        ∇u Q = ∇a Q · (1 − tanh²u); False (the reference) clips u to the action bounds.
     :param n_critics: number of Q-networks; the critic target takes their minimum.
     :param share_features_extractor: share the features extractor of actor and critic (trained by the actor).
     Other parameters as in SB3's ``SACPolicy``.
@@ -232,6 +246,7 @@ class WPOPolicy(BasePolicy):
         layer_norm: bool = False,
         init_std: float = 0.5,
         min_std: float = 1e-6,
+        tanh_actions: bool = False,
         features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
         features_extractor_kwargs: dict[str, Any] | None = None,
         normalize_images: bool = True,
@@ -246,6 +261,7 @@ class WPOPolicy(BasePolicy):
             layer_norm=layer_norm,
             init_std=init_std,
             min_std=min_std,
+            tanh_actions=tanh_actions,
             features_extractor_class=features_extractor_class,
             features_extractor_kwargs=features_extractor_kwargs,
             normalize_images=normalize_images,
@@ -273,6 +289,7 @@ class WPOPolicy(BasePolicy):
         self.layer_norm = layer_norm
         self.init_std = init_std
         self.min_std = min_std
+        self.tanh_actions = tanh_actions
         self.n_critics = n_critics
         self.share_features_extractor = share_features_extractor
         common_kwargs = {
@@ -282,7 +299,13 @@ class WPOPolicy(BasePolicy):
             "layer_norm": layer_norm,
             "normalize_images": normalize_images,
         }
-        self.actor_kwargs = {**common_kwargs, "net_arch": actor_arch, "init_std": init_std, "min_std": min_std}
+        self.actor_kwargs = {
+            **common_kwargs,
+            "net_arch": actor_arch,
+            "init_std": init_std,
+            "min_std": min_std,
+            "tanh_actions": tanh_actions,
+        }
         self.critic_kwargs = {
             **common_kwargs,
             "net_arch": critic_arch,
@@ -328,6 +351,7 @@ class WPOPolicy(BasePolicy):
                 layer_norm=self.layer_norm,
                 init_std=self.init_std,
                 min_std=self.min_std,
+                tanh_actions=self.tanh_actions,
                 n_critics=self.n_critics,
                 lr_schedule=self._dummy_schedule,
                 optimizer_class=self.optimizer_class,

@@ -110,7 +110,8 @@ class WPO(GuardedOffPolicyAlgorithm):
         ``sb3_wpo.DivergenceError``; also refuses to save a model with non-finite parameters
     :param stats_window_size: window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
-    :param policy_kwargs: arguments of the policy (``net_arch``, ``layer_norm``, ``init_std``, ``n_critics``, ...)
+    :param policy_kwargs: arguments of the policy (``net_arch``, ``layer_norm``, ``init_std``, ``n_critics``,
+        ``tanh_actions``, ...: ``sb3_wpo.policies.WPOPolicy``)
     :param verbose: verbosity level: 0 no output, 1 info, 2 debug
     :param seed: seed for the pseudo random generators
     :param device: device (cpu, cuda, ...) on which the code should be run
@@ -301,7 +302,7 @@ class WPO(GuardedOffPolicyAlgorithm):
 
         with th.no_grad():
             # V̄(s'): the target critic (min over critics) at N actions of the target policy, their mean or max
-            next_actions = self._sample_actions(*self.actor_target.distribution_params(next_obs)).clamp(-1.0, 1.0)
+            next_actions = self.actor_target.to_action(self._sample_actions(*self.actor_target.distribution_params(next_obs)))
             next_q = self.critic_target(next_obs, next_actions).min(dim=-1).values  # [N, B]
             next_v = next_q.mean(dim=0) if self.target_aggregation == "mean" else next_q.max(dim=0).values
             target_q = replay_data.rewards + (1 - replay_data.dones) * discounts * next_v.unsqueeze(-1)  # [B, 1]
@@ -310,18 +311,19 @@ class WPO(GuardedOffPolicyAlgorithm):
         critic_loss = 0.5 * ((current_q - target_q) ** 2).mean(dim=0).sum()
 
         # Actor loss: the Wasserstein policy gradient, from ∇a Q of the online critic (mean over critics) at N actions
-        # sampled from the policy, with KL penalties towards the target policy (and the duals' loss)
+        # sampled from the policy (through tanh with tanh_actions), with KL penalties towards the target policy (and
+        # the duals' loss)
         mean, std = self.actor.distribution_params(obs)
         with th.no_grad():
             target_mean, target_std = self.actor_target.distribution_params(obs)
-        actions = self._sample_actions(mean, std)  # [N, B, D]
-        q_values, q_grads = self._q_and_action_gradients(obs, actions)
+        samples = self._sample_actions(mean, std)  # [N, B, D], points u of the Gaussian (the actions to_action makes)
+        q_values, q_grads = self._q_and_action_gradients(obs, samples)
         actor_loss, stats = wpo_loss(
             mean,
             std,
             target_mean,
             target_std,
-            actions,
+            samples,
             q_grads,
             self.log_alpha_mean,
             self.log_alpha_std,
@@ -364,12 +366,13 @@ class WPO(GuardedOffPolicyAlgorithm):
             "actor_grad_norm": actor_grad_norm,
         }
 
-    def _q_and_action_gradients(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """Q of the online critic (mean over critics) at actions [N, B, D] clipped to the bounds, [N, B], and ∇a Q at
-        the unclipped actions, [N, B, D] (0 where clipped); both detached."""
-        actions = actions.detach().requires_grad_(True)
-        q_values = self.critic(obs, actions.clamp(-1.0, 1.0)).mean(dim=-1)
-        (q_grads,) = th.autograd.grad(q_values.sum(), actions)
+    def _q_and_action_gradients(self, obs: PyTorchObs, samples: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """Q of the online critic (mean over critics) at the actions of Gaussian samples u [N, B, D] (``to_action``),
+        [N, B], and its gradient with respect to u, [N, B, D]: ∇a Q where u is inside the bounds and 0 where clipped,
+        or ∇a Q · (1 − tanh²u) with ``tanh_actions``; both detached."""
+        samples = samples.detach().requires_grad_(True)
+        q_values = self.critic(obs, self.actor.to_action(samples)).mean(dim=-1)
+        (q_grads,) = th.autograd.grad(q_values.sum(), samples)
         return q_values.detach(), q_grads
 
     def _sample_actions(self, mean: th.Tensor, std: th.Tensor) -> th.Tensor:

@@ -446,6 +446,11 @@ def test_campaign_variant_runs_the_zoo_entry_with_its_overrides(tmp_path: Path):
     # The variant repeats the entry's policy_kwargs (the zoo replaces the whole value): it must not drift from it
     entry = yaml.safe_load(Path(common.zoo_file("wpo")).read_text())["HalfCheetah-v5"]["policy_kwargs"]
     assert campaign.VARIANTS["wpo-std0.2"][1]["policy_kwargs"] == entry.removesuffix(")") + ", init_std=0.2)"
+    # The tanh variant is the candidate with one factor changed
+    model, _ = campaign.make_experiment("wpo-s1u1-ln2-tanh", "HalfCheetah-v5", 0, 100, tmp_path).setup_experiment()
+    assert model.actor.tanh_actions and model.num_samples == 1 and model.actor.net_arch == [256, 256]
+    candidate, tanh = campaign.VARIANTS["wpo-s1u1-ln2"][1], campaign.VARIANTS["wpo-s1u1-ln2-tanh"][1]
+    assert tanh == {**candidate, "policy_kwargs": candidate["policy_kwargs"].removesuffix(")") + ", tanh_actions=True)"}
 
 
 def kill_after_a_checkpoint(monkeypatch: pytest.MonkeyPatch, step_of_the_kill: int) -> None:

@@ -141,6 +141,7 @@ BAD_POLICY_ARGUMENTS = [
     ("activation_fn", dict(activation_fn="relu"), TypeError),
     ("activation_fn", dict(activation_fn=th.relu), TypeError),
     ("layer_norm", dict(layer_norm="yes"), TypeError),
+    ("tanh_actions", dict(tanh_actions=1), TypeError),
     ("optimizer_class", dict(optimizer_class=str), TypeError),
     ("optimizer_kwargs", dict(optimizer_kwargs=3), TypeError),
     ("features_extractor_class", dict(features_extractor_class=th.nn.Linear), TypeError),
