@@ -86,8 +86,9 @@ def convert_wpo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     }
     if "activation_fn" in hyperparams:
         policy_kwargs["activation_fn"] = ACTIVATION_FNS[hyperparams.pop("activation_fn")]
-    if "layer_norm" in hyperparams:
-        policy_kwargs["layer_norm"] = hyperparams.pop("layer_norm")
+    for name in ("layer_norm", "tanh_actions"):  # absent from trials of search spaces before them
+        if name in hyperparams:
+            policy_kwargs[name] = hyperparams.pop(name)
     hyperparams["policy_kwargs"] = policy_kwargs
     return hyperparams
 
@@ -108,7 +109,8 @@ def sample_wpo_params(trial: Any, n_actions: int, n_envs: int, additional_args: 
     buffer_size_pow = trial.suggest_int("buffer_size_pow", 4, 6)
     learning_rate = trial.suggest_float("learning_rate", 1e-5, 0.002, log=True)
     train_freq = trial.suggest_int("train_freq", 1, 10)
-    num_samples = trial.suggest_categorical("num_samples", [4, 8, 20, 32])
+    # 1-2 samples at one update per step learn as well as 20 at a quarter (benchmarks/notes/tuning.md)
+    num_samples = trial.suggest_categorical("num_samples", [1, 2, 4, 8, 20])
     # The KL term: a fixed weight α = softplus(init_log_alpha_mean) (soft), or a bound ε tracked by learned duals (hard);
     # ε alone would be a dead dimension in soft mode.
     dual_learning_rate = trial.suggest_categorical("dual_learning_rate", [0.0, 0.01, 0.1])
@@ -117,6 +119,7 @@ def sample_wpo_params(trial: Any, n_actions: int, n_envs: int, additional_args: 
     n_steps = trial.suggest_categorical("n_steps", [1, 3, 5])
     target_update_interval = trial.suggest_categorical("target_update_interval", [1, 10, 100, 1000])
     net_arch = trial.suggest_categorical("net_arch", ["small", "medium", "big"])
+    tanh_actions = trial.suggest_categorical("tanh_actions", [False, True])
 
     trial.set_user_attr("gamma", 1 - one_minus_gamma)
     trial.set_user_attr("batch_size", 2**batch_size_pow)
@@ -134,6 +137,7 @@ def sample_wpo_params(trial: Any, n_actions: int, n_envs: int, additional_args: 
         "n_steps": n_steps,
         "target_update_interval": target_update_interval,
         "net_arch": net_arch,
+        "tanh_actions": tanh_actions,
     }
     if dual_learning_rate > 0:
         hyperparams["epsilon_mean"] = trial.suggest_float("epsilon_mean", 1e-3, 0.1, log=True)

@@ -72,7 +72,7 @@ def test_the_critics_target_sees_the_policys_actions(tanh_actions: bool):
         seen.append(actions.detach().clone())
         return forward(obs, actions)
 
-    model.critic_target.forward = recording_forward  # type: ignore[method-assign]
+    model.critic_target.forward = recording_forward  # type: ignore[method-assign,assignment]
     model.train(gradient_steps=1, batch_size=64)
     (next_actions,) = seen
     assert next_actions.shape == (model.num_samples, 64, 1)
