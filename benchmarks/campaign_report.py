@@ -554,7 +554,8 @@ def window(record: dict[str, Any], steps: int) -> dict[str, float] | None:
 def tuning() -> None:
     """Each screening run (``results/tuning``) beside the campaign's SAC seeds and the reference settings' WPO seeds
     at the same step, by the rule of ``benchmarks/notes/tuning.md``: score = mean of the last 3 evaluations, cost =
-    train CPU time per step against SAC's median over its seeds."""
+    train CPU time per step against SAC's median over its seeds that ran on the same CPU (``common.same_machine``;
+    none: no ratio, and ``variant_cost.py`` measures it side by side)."""
     out = common.RESULTS / "tuning"
     screened = common.read_jsonl(out / "runs.jsonl")
     baseline = common.read_jsonl(common.RESULTS / "campaign" / "runs.jsonl")
@@ -565,9 +566,10 @@ def tuning() -> None:
         assert own is not None, f"{record['name']}: no evaluation at its budget"
         row: dict[str, Any] = {"variant": record["algo"], "env_id": env_id, "seed": record["seed"], "steps": steps, **own}
         for algo in ("sac", "wpo"):
-            others = [w for r in baseline if r["env_id"] == env_id and r["algo"] == algo if (w := window(r, steps))]
-            row[f"{algo}_last3"] = [w["last3"] for w in others]
-            row[f"{algo}_cpu_ms_per_step"] = float(np.median([w["cpu_ms_per_step"] for w in others])) if others else None
+            others = [(r, w) for r in baseline if r["env_id"] == env_id and r["algo"] == algo if (w := window(r, steps))]
+            row[f"{algo}_last3"] = [w["last3"] for _, w in others]
+            costs = [w["cpu_ms_per_step"] for r, w in others if common.same_machine(r["machine"], record["machine"])]
+            row[f"{algo}_cpu_ms_per_step"] = float(np.median(costs)) if costs else None
         row["cost_vs_sac"] = own["cpu_ms_per_step"] / row["sac_cpu_ms_per_step"] if row["sac_cpu_ms_per_step"] else None
         rows.append(row)
     common.write_json(out / "summary.json", {"rows": rows, "meta": common.provenance()})
@@ -586,6 +588,11 @@ def tuning() -> None:
             f"| {row['variant']} | {row['env_id']} | {row['seed']} | {row['steps']:,} | {row['last3']:.0f} | "
             f"{values(row['sac_last3'])} | {values(row['wpo_last3'])} | {row['cpu_ms_per_step']:.1f} | {cost} |"
         )
+    lines += [
+        "",
+        "× SAC's: against the campaign's SAC seeds on the same CPU (`-`: none ran on that CPU); `cost.md` measures the "
+        "candidates side by side.",
+    ]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -121,12 +121,20 @@ def machine_info() -> dict[str, Any]:
     return {
         "processor": platform.processor(),
         "cpu": cpu_name(),
+        # Machines of one CPU name differ: an AVX2 "AMD EPYC" here ran SAC at 3x the CPU time per step of an earlier one
+        "cpu_capability": th.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch": th.__version__,
         "torch_threads": 1,
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def same_machine(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two records' ``machine`` entries name the same CPU (name and vector capability; records from before the
+    capability was recorded match only each other), so that their CPU times compare."""
+    return all(a.get(key) == b.get(key) for key in ("cpu", "cpu_capability"))
 
 
 def command_line() -> str:

@@ -816,6 +816,15 @@ def test_tuning_window_scores_the_last_3_evaluations_and_costs_train_cpu_after_t
     assert campaign_report.window(record, 30_000) is None  # fewer than 3 evaluations after the first
 
 
+def test_cpu_times_compare_only_on_the_same_machine() -> None:
+    here = common.machine_info()
+    assert here["cpu_capability"] == th.backends.cpu.get_cpu_capability() and common.same_machine(here, dict(here))
+    assert not common.same_machine(here, {**here, "cpu_capability": "NO AVX"})
+    assert not common.same_machine(here, {**here, "cpu": "another CPU"})
+    before = {key: value for key, value in here.items() if key != "cpu_capability"}  # a record from before the field
+    assert common.same_machine(before, dict(before)) and not common.same_machine(before, here)
+
+
 def test_pendulum_process_summary_and_commands():
     """pendulum_process.py: WPO and SBX's SAC run the zoo's training command with their own entries and no periodic
     evaluation, a candidate's -params reach WPO's command only, and the summary counts solved seeds and divides by
