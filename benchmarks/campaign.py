@@ -88,6 +88,18 @@ VARIANTS.update(
                 "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU, tanh_actions=True)",
             },
         ),
+        # Hypothesis 3 of issue 26 (the std): the candidate with the std penalty's weight at the mean's (softplus(0)
+        # ≈ 0.69 in place of ≈ 1e4), so that the WPO update moves the std as it moves the mean; HalfCheetah-v5, where
+        # the candidate trails SAC from 150k steps on with its std still near the initial 0.5
+        "wpo-s1u1-ln2-std": (
+            "wpo",
+            {
+                **TUNING_BASE,
+                "num_samples": 1,
+                "init_log_alpha_std": 0.0,
+                "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU)",
+            },
+        ),
     }
 )
 COLORS = {  # each variant's color in the figures (campaign_report.py)
@@ -103,6 +115,7 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s1u1": "tab:gray",
     "wpo-s1u1-ln2": "black",
     "wpo-s1u1-ln2-tanh": "magenta",
+    "wpo-s1u1-ln2-std": "gold",
 }
 
 # The issue's order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so
