@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import campaign
 import common
 import numpy as np
-from campaign import COLORS, SEEDS, TASKS, VARIANTS, planned_runs, run_name
+from campaign import COLORS, CONFIRMATION, SEEDS, TASKS, VARIANTS, planned_runs, run_name
 
 # Published anchors (not run here), drawn beside the curves. TD-MPC2's SAC (results/sac/*.csv of
 # nicklashansen/tdmpc2, 3 seeds, mean at 500k steps); rl-baselines3-zoo benchmark.md SAC (1M steps, v3 envs).
@@ -220,26 +220,29 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "steps_to_threshold_median": float(np.median(reached)) if reached else None,
                 "updates_to_threshold_median": float(np.median(reached_updates)) if reached else None,
                 "train_cpu_h_median": float(np.median([r["train_cpu_s"] for r in runs]) / 3600),
+                "machines": sorted({common.machine_label(r.get("machine", {})) for r in runs}),
             }
         )
     return rows
 
 
-def verdicts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per task with finished WPO and SAC runs: ahead when every WPO seed's mean of its last 3 evaluations beats every
-    SAC seed's by more than ``VERDICT_MARGIN`` of the largest |value|, behind in the opposite case, else level."""
+def verdicts(records: list[dict[str, Any]], algo: str = "wpo") -> list[dict[str, Any]]:
+    """Per task with finished ``algo`` (a WPO variant) and SAC runs: ahead when every WPO seed's mean of its last 3
+    evaluations beats every SAC seed's by more than ``VERDICT_MARGIN`` of the largest |value|, behind in the opposite
+    case, else level."""
     last3: dict[tuple[str, str], list[float]] = {}
     for record in records:
         last3.setdefault((record["env_id"], record["algo"]), []).append(last3_mean(record))
     rows = []
     for env_id, _ in TASKS:
-        wpo, sac = last3.get((env_id, "wpo")), last3.get((env_id, "sac"))
+        wpo, sac = last3.get((env_id, algo)), last3.get((env_id, "sac"))
         if not (wpo and sac):
             continue
         margin = VERDICT_MARGIN * max(abs(value) for value in wpo + sac)
         verdict = "ahead" if min(wpo) > max(sac) + margin else "behind" if max(wpo) < min(sac) - margin else "level"
         complete = len(wpo) >= len(SEEDS["wpo"]) and len(sac) >= len(SEEDS["sac"])
-        rows.append({"env_id": env_id, "wpo_last3": wpo, "sac_last3": sac, "verdict": verdict, "all_seeds": complete})
+        row = {"env_id": env_id, "algo": algo, "wpo_last3": wpo, "sac_last3": sac, "verdict": verdict, "all_seeds": complete}
+        rows.append(row)
     return rows
 
 
@@ -295,12 +298,20 @@ def report() -> None:
     meta = common.provenance()
     rows = summarize(records) if records else []
     task_verdicts = verdicts(records)
+    candidate = CONFIRMATION[0][0]
+    candidate_verdicts = verdicts(records, candidate)
     probes = probe_comparisons(records)
-    summary = {"groups": rows, "verdicts": task_verdicts, "probes": probes, "meta": meta}
+    summary = {
+        "groups": rows,
+        "verdicts": task_verdicts,
+        "candidate_verdicts": candidate_verdicts,
+        "probes": probes,
+        "meta": meta,
+    }
     common.write_json(campaign.OUT / "summary.json", summary)
     lines = [
         "| task | algo | steps | seeds | final return mean ± std | mean of last 3 evals | steps (gradient updates) to "
-        "threshold, median of seeds reaching it | train CPU h (median) | anchor |",
+        "threshold, median of seeds reaching it | train CPU h (median), on | anchor |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -314,7 +325,7 @@ def report() -> None:
         lines.append(
             f"| {row['env_id']} | {row['algo'].upper()} | {row['steps']:,} | {len(row['seeds'])} | "
             f"{row['final_mean']:.1f} ± {row['final_std']:.1f} | {row['last3_mean']:.1f} ± {row['last3_std']:.1f} | "
-            f"{to_threshold} | {row['train_cpu_h_median']:.2f} | {anchor[0]}: {anchor[1]} |"
+            f"{to_threshold} | {row['train_cpu_h_median']:.2f}, {' / '.join(row['machines'])} | {anchor[0]}: {anchor[1]} |"
         )
     lines += [
         "",
@@ -322,9 +333,9 @@ def report() -> None:
         f"WPO is ({VERDICT_MARGIN:.0%} margin, every seed) |",
         "|---|---|---|---|",
     ]
-    for row in task_verdicts:
+    for row in task_verdicts + candidate_verdicts:
         wpo, sac = (", ".join(f"{value:.1f}" for value in row[key]) for key in ("wpo_last3", "sac_last3"))
-        lines.append(f"| {row['env_id']} | {wpo} | {sac} | {verdict_cell(row)} |")
+        lines.append(f"| {row['env_id']} | {row['algo'].upper()}: {wpo} | {sac} | {verdict_cell(row)} |")
     if probes:
         header = "| probe | task | seed | steps | probe's eval | WPO's evals there, per seed | SAC's evals there, per seed |"
         lines += ["", header, "|" + "---|" * 7]

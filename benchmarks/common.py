@@ -137,6 +137,12 @@ def same_machine(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a.get(key) == b.get(key) for key in ("cpu", "cpu_capability"))
 
 
+def machine_label(machine: dict[str, Any]) -> str:
+    """``AMD EPYC (AVX2)``: the CPU a record ran on, as ``same_machine`` tells machines apart."""
+    capability = machine.get("cpu_capability")
+    return f"{machine.get('cpu', '?')} ({capability})" if capability else str(machine.get("cpu", "?"))
+
+
 def command_line() -> str:
     return "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
 

@@ -651,6 +651,8 @@ def test_campaign_verdict_needs_every_seed_beyond_the_margin():
     assert rows[cartpole]["verdict"] == "ahead" and rows[walker]["verdict"] == "level"
     assert rows[cheetah]["verdict"] == "level", "within 5%; a probe is not WPO"
     assert not rows[cartpole]["all_seeds"]
+    variant = campaign_report.verdicts(records, "wpo-utd1")  # a candidate's own verdicts, against the same SAC seeds
+    assert [(row["env_id"], row["algo"], row["verdict"]) for row in variant] == [(cheetah, "wpo-utd1", "ahead")]
 
 
 def test_campaign_compares_a_probe_with_every_seed_at_its_budget():
@@ -823,6 +825,8 @@ def test_cpu_times_compare_only_on_the_same_machine() -> None:
     assert not common.same_machine(here, {**here, "cpu": "another CPU"})
     before = {key: value for key, value in here.items() if key != "cpu_capability"}  # a record from before the field
     assert common.same_machine(before, dict(before)) and not common.same_machine(before, here)
+    assert common.machine_label({"cpu": "AMD EPYC", "cpu_capability": "AVX2"}) == "AMD EPYC (AVX2)"
+    assert common.machine_label({"cpu": "AMD EPYC"}) == "AMD EPYC", "a record from before the field"
 
 
 def test_pendulum_process_summary_and_commands():
