@@ -100,6 +100,16 @@ VARIANTS.update(
                 "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU)",
             },
         ),
+        # Hypothesis 5 of issue 26: the candidate with two critics, V(s') from their min (SAC's clipped double Q; the
+        # actor follows their mean), for HalfCheetah-v5, where every WPO setting so far flattens below SAC
+        "wpo-s1u1-ln2-2q": (
+            "wpo",
+            {
+                **TUNING_BASE,
+                "num_samples": 1,
+                "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU, n_critics=2)",
+            },
+        ),
     }
 )
 COLORS = {  # each variant's color in the figures (campaign_report.py)
@@ -116,6 +126,7 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s1u1-ln2": "black",
     "wpo-s1u1-ln2-tanh": "magenta",
     "wpo-s1u1-ln2-std": "gold",
+    "wpo-s1u1-ln2-2q": "teal",
 }
 
 # The issue's order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so
