@@ -38,6 +38,7 @@ ANCHORS = {
 }
 # A verdict needs every WPO seed beyond every SAC seed by this share of the largest |return| of the task's seeds.
 VERDICT_MARGIN = 0.05
+TANH_SATURATED = 0.99  # |tanh u| beyond which (1 − tanh²u) < 2%: a tanh action at its bound
 
 
 def snapshot() -> None:
@@ -62,13 +63,18 @@ def snapshot() -> None:
     print(f"{len(partial) - lost} runs in progress and {lost} lost runs written to {path}")
 
 
-def mean_push(mean: Any, q_grads: Any) -> dict[str, float]:
-    """Where the policy loss moves each policy mean, from ∇a Q at its N samples (mean [B, D], q_grads [N, B, D]):
-    the variance-rescaled loss's step on μ is Σ_n ∇a Q, outwards when its sign is that of μ. Shares over all the
-    means, and over those beyond the bounds (where the samples that reach the critic clipped add nothing)."""
+def at_bounds(u: Any, tanh_actions: bool) -> Any:
+    """Where Gaussian values u (means or samples) leave the critic's action-gradient (almost) nothing: beyond [-1, 1]
+    for the reference's clipped actions (∇u Q = 0), |tanh u| > 0.99 for tanh actions (∇u Q below 2% of ∇a Q)."""
+    return u.tanh().abs() > TANH_SATURATED if tanh_actions else u.abs() > 1.0
+
+
+def mean_push(mean: Any, q_grads: Any, beyond: Any) -> dict[str, float]:
+    """Where the policy loss moves each policy mean, from ∇u Q at its N samples (mean [B, D], q_grads [N, B, D]):
+    the variance-rescaled loss's step on μ is Σ_n ∇u Q, outwards when its sign is that of μ. Shares over all the
+    means, and over those at the bounds (``beyond`` [B, D], from ``at_bounds``)."""
     step = q_grads.sum(dim=0)
     outward, still = (step * mean > 0).float(), (step == 0).float()
-    beyond = mean.abs() > 1.0
     return {
         "pi_means_pushed_outward": float(outward.mean()),
         "pi_means_beyond_bounds_pushed_outward": float(outward[beyond].mean()) if beyond.any() else float("nan"),
@@ -76,12 +82,13 @@ def mean_push(mean: Any, q_grads: Any) -> dict[str, float]:
     }
 
 
-def diagnose(batch_size: int = 1024) -> None:
-    """The policy and critic of each unfinished WPO run at its last checkpoint, on ``batch_size`` replay states (seeded):
-    the policy std, how far the means sit towards the action bounds, how many sampled actions the critic sees clipped
-    (their ∇a Q is 0), the size of ∇a Q, which way the policy loss moves the means (``mean_push``) and the rewards in the
-    buffer, to tell why a run stalls. Added to
-    ``diagnostics.json``, which keeps the diagnoses of earlier checkpoints."""
+def diagnose(runs: list[str] | None = None, batch_size: int = 1024) -> None:
+    """The policy and critic of each unfinished WPO run of the plan (or of ``runs``, folder names such as a screen's) at
+    its last checkpoint, on ``batch_size`` replay states (seeded): the policy std, how far the means sit towards the
+    action bounds, how many sampled actions reach the critic at a bound (``at_bounds``: clipped, or tanh-saturated),
+    the size of the action-gradient of Q, which way the policy loss moves the means (``mean_push``) and the rewards in
+    the buffer, to tell why a run stalls. Added to ``diagnostics.json`` (in ``campaign.OUT``), which keeps the
+    diagnoses of earlier checkpoints."""
     import pickle
 
     import torch as th
@@ -94,10 +101,16 @@ def diagnose(batch_size: int = 1024) -> None:
     earlier = json.loads(path.read_text()) if path.exists() else {"runs": []}
     diagnostics = [{"meta": earlier.get("meta"), "batch_size": earlier.get("batch_size"), **e} for e in earlier["runs"]]
     done = campaign.finished()
-    for algo, env_id, seed, steps in planned_runs():
-        name = run_name(algo, env_id, seed, steps)
+    names = runs or [run_name(*run) for run in planned_runs()]
+    for name in names:
+        algo = name.split("_")[0]
+        if algo not in VARIANTS:
+            variants = ", ".join(VARIANTS)
+            raise SystemExit(f"{name}: not a run folder name (<variant>_<task>_s<seed>_<steps>; variants: {variants})")
         checkpoint = campaign.latest_checkpoint(campaign.RUNS / name)
         if VARIANTS[algo][0] != "wpo" or name in done or checkpoint is None or checkpoint.replay_buffer is None:
+            if runs:
+                print(f"{name}: no checkpoint with a replay buffer to diagnose, or finished")
             continue
         model = WPO.load(checkpoint.model, device="cpu")
         with checkpoint.replay_buffer.open("rb") as file:
@@ -109,19 +122,22 @@ def diagnose(batch_size: int = 1024) -> None:
             mean, std = model.actor.distribution_params(data.observations)
         actions = model._sample_actions(mean, std)
         q_values, q_grads = model._q_and_action_gradients(data.observations, actions)  # as the update computes them
+        tanh_actions = model.actor.tanh_actions
+        means_at_bounds = at_bounds(mean, tanh_actions)
         rewards = buffer.rewards[: buffer.size()]
         entry = {
             "name": name,
             "timesteps": model.num_timesteps,
             "n_updates": model._n_updates,
             "pi_mean_abs": float(mean.abs().mean()),
-            "pi_means_outside_bounds": float((mean.abs() > 1.0).float().mean()),
+            "tanh_actions": tanh_actions,
+            "pi_means_outside_bounds": float(means_at_bounds.float().mean()),
             "pi_std_quantiles_5_50_95": [float(q) for q in th.quantile(std.flatten(), th.tensor([0.05, 0.5, 0.95]))],
-            "sampled_actions_clipped": float((actions.abs() > 1.0).float().mean()),
+            "sampled_actions_clipped": float(at_bounds(actions, tanh_actions).float().mean()),
             "q_mean": float(q_values.mean()),
             "q_std": float(q_values.std()),
             "dq_da_norm_mean": float(q_grads.norm(dim=-1).mean()),
-            **mean_push(mean, q_grads),
+            **mean_push(mean, q_grads, means_at_bounds),
             "buffer_reward_mean": float(rewards.mean()),
             "buffer_reward_max": float(rewards.max()),
             "alpha_mean": float(th.nn.functional.softplus(model.log_alpha_mean).mean()),
@@ -426,16 +442,20 @@ def diagnosis_table(diagnoses: list[dict[str, Any]]) -> list[str]:
     lines = [
         "",
         f"WPO runs diagnosed at checkpoints before they finished (`diagnostics.json`, `campaign_report.py diagnose`: "
-        f"on {batch_sizes} replay states each, seeded):",
+        f"on {batch_sizes} replay states each, seeded; at a bound: beyond [−1, 1], or |tanh| > {TANH_SATURATED} for "
+        "tanh actions):",
         "",
-        "| run | steps | updates | policy std (5/50/95%) | mean of \\|μ\\| | means outside [−1, 1] | sampled actions "
-        "clipped | ∇a Q norm | of the means outside: pushed out / in / no gradient | buffer's reward: mean (max) |",
+        "| run | steps | updates | policy std (5/50/95%) | mean of \\|μ\\| | means at a bound | sampled actions "
+        "at a bound | ∇a Q norm | of the means at a bound: pushed out / in / no gradient | buffer's reward: mean (max) |",
         "|" + "---|" * 10,
     ]
     labels = run_labels()
 
     def label(entry: dict[str, Any]) -> str:  # a run the plan does not hold keeps its folder name
         return labels.get(entry["name"], entry["name"])
+
+    def tanh(entry: dict[str, Any]) -> str:
+        return " (tanh actions)" if entry.get("tanh_actions") else ""
 
     for entry in sorted(diagnoses, key=lambda entry: (label(entry), entry["timesteps"])):
         quantiles = entry.get("pi_std_quantiles_5_50_95")
@@ -445,7 +465,7 @@ def diagnosis_table(diagnoses: list[dict[str, Any]]) -> list[str]:
         pushed_in = None if out is None or still is None else 1.0 - out - still
         push = " / ".join(share(value) for value in (out, pushed_in, still)) if out is not None else "—"
         lines.append(
-            f"| {label(entry)} | {entry['timesteps']:,} | {entry['n_updates']:,} | {std} | "
+            f"| {label(entry)}{tanh(entry)} | {entry['timesteps']:,} | {entry['n_updates']:,} | {std} | "
             f"{entry['pi_mean_abs']:.2f} | {share(entry.get('pi_means_outside_bounds'))} | "
             f"{share(entry['sampled_actions_clipped'])} | {grad} | {push} | "
             f"{entry['buffer_reward_mean']:.3f} ({entry['buffer_reward_max']:.2f}) |"
@@ -576,8 +596,9 @@ def tuning() -> None:
         own = window(record, steps)
         assert own is not None, f"{record['name']}: no evaluation at its budget"
         row: dict[str, Any] = {"variant": record["algo"], "env_id": env_id, "seed": record["seed"], "steps": steps, **own}
-        for algo in ("sac", "wpo"):
-            others = [(r, w) for r in baseline if r["env_id"] == env_id and r["algo"] == algo if (w := window(r, steps))]
+        for algo in ("sac", "wpo", "candidate"):
+            name = CONFIRMATION[0][0] if algo == "candidate" else algo
+            others = [(r, w) for r in baseline if r["env_id"] == env_id and r["algo"] == name if (w := window(r, steps))]
             row[f"{algo}_last3"] = [w["last3"] for _, w in others]
             costs = [w["cpu_ms_per_step"] for r, w in others if common.same_machine(r["machine"], record["machine"])]
             row[f"{algo}_cpu_ms_per_step"] = float(np.median(costs)) if costs else None
@@ -590,20 +611,24 @@ def tuning() -> None:
 
     lines = [
         "| variant | task | seed | steps | last 3 evals | SAC seeds there | reference WPO seeds there "
-        "| train CPU ms / step | × SAC's |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| {CONFIRMATION[0][0]} seeds there (confirmation) | train CPU ms / step | × SAC's |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         cost = f"{row['cost_vs_sac']:.2f}" if row["cost_vs_sac"] else "-"
         lines.append(
             f"| {row['variant']} | {row['env_id']} | {row['seed']} | {row['steps']:,} | {row['last3']:.0f} | "
-            f"{values(row['sac_last3'])} | {values(row['wpo_last3'])} | {row['cpu_ms_per_step']:.1f} | {cost} |"
+            f"{values(row['sac_last3'])} | {values(row['wpo_last3'])} | {values(row['candidate_last3'])} | "
+            f"{row['cpu_ms_per_step']:.1f} | {cost} |"
         )
     lines += [
         "",
         "× SAC's: against the campaign's SAC seeds on the same CPU (`-`: none ran on that CPU); `cost.md` measures the "
         "candidates side by side.",
     ]
+    diagnoses = out / "diagnostics.json"  # SB3_WPO_CAMPAIGN_OUT=benchmarks/results/tuning campaign_report.py diagnose --runs
+    if diagnoses.exists():
+        lines += diagnosis_table(json.loads(diagnoses.read_text())["runs"])
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -635,8 +660,14 @@ def tuning() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("snapshot", "diagnose", "noise", "report", "tuning"))
-    command = parser.parse_args().command
-    {"snapshot": snapshot, "diagnose": diagnose, "noise": action_noise, "report": report, "tuning": tuning}[command]()
+    parser.add_argument("--runs", nargs="+", help="diagnose: run folder names (default: the plan's unfinished runs)")
+    args = parser.parse_args()
+    if args.runs and args.command != "diagnose":
+        parser.error(f"--runs is an option of diagnose, not of {args.command}")
+    if args.command == "diagnose":
+        diagnose(args.runs)
+    else:
+        {"snapshot": snapshot, "noise": action_noise, "report": report, "tuning": tuning}[args.command]()
 
 
 if __name__ == "__main__":

@@ -555,7 +555,24 @@ def test_campaign_diagnoses_an_unfinished_wpo_run_from_its_checkpoint(tmp_path: 
     assert entry["name"] == campaign.run_name("wpo", "Pendulum-v1", 0, 400) and entry["timesteps"] == 200
     assert entry["pi_std_quantiles_5_50_95"][1] == pytest.approx(0.5, abs=0.01)  # the initial std: no update yet
     assert 0.0 <= entry["sampled_actions_clipped"] <= 1.0 and entry["alpha_std"] == pytest.approx(1e4)
-    assert 0.0 < entry["pi_means_pushed_outward"] < 1.0
+    assert 0.0 < entry["pi_means_pushed_outward"] < 1.0 and entry["tanh_actions"] is False
+
+
+def test_campaign_diagnoses_a_named_screen_run_with_tanh_actions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``diagnose --runs``: a run outside the plan (a screen's), with tanh actions: none of its means or samples sits
+    beyond [-1, 1] at init, and the tanh-saturated share is what is counted."""
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
+    kill_after_a_checkpoint(monkeypatch, 300)
+    with pytest.raises(KeyboardInterrupt):
+        campaign.run("wpo-s1u1-ln2-tanh", "Pendulum-v1", 0, 400, eval_freq=100, n_eval_episodes=1, save_freq=200)
+    name = campaign.run_name("wpo-s1u1-ln2-tanh", "Pendulum-v1", 0, 400)
+    campaign_report.diagnose([name], batch_size=64)
+    (entry,) = json.loads((tmp_path / "out" / "diagnostics.json").read_text())["runs"]
+    assert entry["name"] == name and entry["tanh_actions"] is True
+    assert entry["pi_means_outside_bounds"] == 0.0 and entry["sampled_actions_clipped"] < 0.01  # N(≈0, 0.5) in u
+    with pytest.raises(SystemExit, match="not a run folder name"):
+        campaign_report.diagnose(["nonsense_Pendulum-v1_s0_400"])
 
 
 def test_campaign_measures_the_exploration_noise_of_finished_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -584,11 +601,20 @@ def test_campaign_mean_push_tells_which_way_the_policy_loss_moves_each_mean():
 
     mean = th.tensor([[0.5, -0.5, 1.5, -2.0]])  # one state, 4 action dimensions
     q_grads = th.tensor([[[0.1, 0.3, 0.0, -0.2]], [[0.2, -0.4, 0.0, 0.1]]])  # N=2 samples
-    push = campaign_report.mean_push(mean, q_grads)  # steps: +0.3 (out), -0.1 (out), 0 (none), -0.1 (out)
+    beyond = campaign_report.at_bounds(mean, tanh_actions=False)
+    push = campaign_report.mean_push(mean, q_grads, beyond)  # steps: +0.3 (out), -0.1 (out), 0 (none), -0.1 (out)
     assert push["pi_means_pushed_outward"] == pytest.approx(3 / 4)
     assert push["pi_means_beyond_bounds_pushed_outward"] == pytest.approx(1 / 2)
     assert push["pi_means_beyond_bounds_without_gradient"] == pytest.approx(1 / 2)
-    assert math.isnan(campaign_report.mean_push(mean[:, :2], q_grads[..., :2])["pi_means_beyond_bounds_pushed_outward"])
+    inside = campaign_report.mean_push(mean[:, :2], q_grads[..., :2], beyond[:, :2])
+    assert math.isnan(inside["pi_means_beyond_bounds_pushed_outward"])
+
+
+def test_campaign_bounds_of_clipped_and_tanh_actions():
+    """Clipped actions are at a bound beyond [-1, 1]; tanh actions where tanh saturates (|tanh u| > 0.99, u ≈ 2.65)."""
+    u = th.tensor([0.5, 1.5, 2.0, 3.0, -3.0])
+    assert campaign_report.at_bounds(u, tanh_actions=False).tolist() == [False, True, True, True, True]
+    assert campaign_report.at_bounds(u, tanh_actions=True).tolist() == [False, False, False, True, True]
 
 
 def test_campaign_counts_the_gradient_updates_of_each_config():
