@@ -26,6 +26,7 @@ import argparse
 import fcntl
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -174,6 +175,16 @@ CONFIRMATION = [("wpo-s1u1-ln2", env_id, seed, dict(TASKS)[env_id]) for seed in 
 
 def run_name(algo: str, env_id: str, seed: int, steps: int) -> str:
     return f"{algo}_{env_id.replace('/', '-')}_s{seed}_{steps}"
+
+
+def parse_run_name(name: str) -> tuple[str, str, int, int]:
+    """``run_name``'s inverse (a DeepMind Control task's ``dm_control-`` prefix back to ``dm_control/``), for runs
+    named on the command line, such as a screen's."""
+    match = re.fullmatch(r"([^_]+)_(.+)_s(\d+)_(\d+)", name)
+    if match is None or match[1] not in VARIANTS:
+        raise SystemExit(f"{name}: not a run folder name (<variant>_<task>_s<seed>_<steps>; variants: {', '.join(VARIANTS)})")
+    env_id = re.sub(r"^dm_control-", "dm_control/", match[2])
+    return match[1], env_id, int(match[3]), int(match[4])
 
 
 def planned_runs() -> list[tuple[str, str, int, int]]:

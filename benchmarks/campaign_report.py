@@ -41,15 +41,17 @@ VERDICT_MARGIN = 0.05
 TANH_SATURATED = 0.99  # |tanh u| beyond which (1 − tanh²u) < 2%: a tanh action at its bound
 
 
-def snapshot() -> None:
-    """The curves so far of the runs that have a checkpoint but no record yet, for the report. An unfinished run
-    whose checkpoint is gone (a session's machine came back without them) keeps its earlier snapshot, marked
-    ``lost``: the notes cite those curves, and the run starts again from 0."""
+def snapshot(runs: list[str] | None = None) -> None:
+    """The curves so far of the plan's runs (or of ``runs``, folder names such as a screen's) that have a checkpoint
+    but no record yet, for the report. An unfinished run whose checkpoint is gone (a session's machine came back
+    without them) keeps its earlier snapshot, marked ``lost``: the notes cite those curves, and the run starts again
+    from 0."""
     path = campaign.OUT / "in_progress.json"
     earlier = {run["name"]: run for run in json.loads(path.read_text())["runs"]} if path.exists() else {}
     done = campaign.finished()
     partial = []
-    for algo, env_id, seed, steps in planned_runs():
+    named = [campaign.parse_run_name(name) for name in runs or []]
+    for algo, env_id, seed, steps in named or planned_runs():
         name = run_name(algo, env_id, seed, steps)
         checkpoint = campaign.latest_checkpoint(campaign.RUNS / name)
         if name in done:
@@ -101,12 +103,8 @@ def diagnose(runs: list[str] | None = None, batch_size: int = 1024) -> None:
     earlier = json.loads(path.read_text()) if path.exists() else {"runs": []}
     diagnostics = [{"meta": earlier.get("meta"), "batch_size": earlier.get("batch_size"), **e} for e in earlier["runs"]]
     done = campaign.finished()
-    names = runs or [run_name(*run) for run in planned_runs()]
-    for name in names:
-        algo = name.split("_")[0]
-        if algo not in VARIANTS:
-            variants = ", ".join(VARIANTS)
-            raise SystemExit(f"{name}: not a run folder name (<variant>_<task>_s<seed>_<steps>; variants: {variants})")
+    for algo, env_id, seed, steps in [campaign.parse_run_name(name) for name in runs or []] or planned_runs():
+        name = run_name(algo, env_id, seed, steps)
         checkpoint = campaign.latest_checkpoint(campaign.RUNS / name)
         if VARIANTS[algo][0] != "wpo" or name in done or checkpoint is None or checkpoint.replay_buffer is None:
             if runs:
@@ -408,9 +406,9 @@ def report() -> None:
     common.save_figure(fig, campaign.OUT / "overview.png", meta)
 
 
-def result_runs(name: str) -> list[dict[str, Any]]:
-    """The ``runs`` of a result file of the campaign's folder (none while it is not written yet)."""
-    path = campaign.OUT / name
+def result_runs(name: str, folder: Path | None = None) -> list[dict[str, Any]]:
+    """The ``runs`` of a result file of the campaign's folder or of ``folder`` (none while it is not written yet)."""
+    path = (folder or campaign.OUT) / name
     return json.loads(path.read_text())["runs"] if path.exists() else []
 
 
@@ -634,22 +632,25 @@ def tuning() -> None:
 
     import matplotlib.pyplot as plt
 
-    tasks = sorted({row["env_id"] for row in rows})
+    # Unfinished screens (``SB3_WPO_CAMPAIGN_OUT=benchmarks/results/tuning campaign_report.py snapshot --runs ...``)
+    in_progress = [run for run in result_runs("in_progress.json", out) if not run.get("lost")]
+    tasks = sorted({row["env_id"] for row in rows} | {run["env_id"] for run in in_progress})
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
     for ax, env_id in zip(axes[0], tasks, strict=True):
-        budget = max(row["steps"] for row in rows if row["env_id"] == env_id)
-        for record in baseline + screened:
-            if record["env_id"] != env_id or record["algo"] not in {"sac", "wpo", *(row["variant"] for row in rows)}:
+        budget = max(row["steps"] for row in rows + in_progress if row["env_id"] == env_id)
+        variants = {"sac", "wpo", *(row["variant"] for row in rows), *(run["algo"] for run in in_progress)}
+        for record in baseline + screened + in_progress:
+            if record["env_id"] != env_id or record["algo"] not in variants:
                 continue
             curve = [point for point in record["curve"] if point["timesteps"] <= budget]
-            screen = record in screened
+            kind = "" if record in screened else " (in progress)" if record in in_progress else " (campaign)"
             ax.plot(
                 [point["timesteps"] for point in curve],
                 [point["eval_mean"] for point in curve],
-                "-" if screen else ":",
+                {"": "-", " (in progress)": "--", " (campaign)": ":"}[kind],
                 color=COLORS[record["algo"]],
-                lw=1.6 if screen else 1.0,
-                label=f"{record['algo']} s{record['seed']}" + ("" if screen else " (campaign)"),
+                lw=1.0 if kind == " (campaign)" else 1.6,
+                label=f"{record['algo']} s{record['seed']}{kind}",
             )
         ax.set(title=env_id, xlabel="environment steps", ylabel="evaluation return (10 episodes)")
         ax.legend(fontsize=7)
@@ -660,14 +661,14 @@ def tuning() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("snapshot", "diagnose", "noise", "report", "tuning"))
-    parser.add_argument("--runs", nargs="+", help="diagnose: run folder names (default: the plan's unfinished runs)")
+    parser.add_argument("--runs", nargs="+", help="snapshot, diagnose: run folder names (default: the plan's runs)")
     args = parser.parse_args()
-    if args.runs and args.command != "diagnose":
-        parser.error(f"--runs is an option of diagnose, not of {args.command}")
-    if args.command == "diagnose":
-        diagnose(args.runs)
+    if args.runs and args.command not in ("snapshot", "diagnose"):
+        parser.error(f"--runs is an option of snapshot and diagnose, not of {args.command}")
+    if args.command in ("snapshot", "diagnose"):
+        {"snapshot": snapshot, "diagnose": diagnose}[args.command](args.runs)
     else:
-        {"snapshot": snapshot, "noise": action_noise, "report": report, "tuning": tuning}[args.command]()
+        {"noise": action_noise, "report": report, "tuning": tuning}[args.command]()
 
 
 if __name__ == "__main__":

@@ -573,6 +573,18 @@ def test_campaign_diagnoses_a_named_screen_run_with_tanh_actions(tmp_path: Path,
     assert entry["pi_means_outside_bounds"] == 0.0 and entry["sampled_actions_clipped"] < 0.01  # N(≈0, 0.5) in u
     with pytest.raises(SystemExit, match="not a run folder name"):
         campaign_report.diagnose(["nonsense_Pendulum-v1_s0_400"])
+    campaign_report.snapshot([name])  # the screen's curve so far, for its report
+    (partial,) = json.loads((tmp_path / "out" / "in_progress.json").read_text())["runs"]
+    fields = (partial["name"], partial["algo"], partial["env_id"], partial["timesteps"])
+    assert fields == (name, "wpo-s1u1-ln2-tanh", "Pendulum-v1", 200)
+
+
+def test_campaign_run_names_parse_back():
+    for run in [("wpo-s1u1-ln2-2q", "dm_control/humanoid-stand-v0", 2, 500_000), ("sac", "HalfCheetah-v5", 0, 300_000)]:
+        assert campaign.parse_run_name(campaign.run_name(*run)) == run
+    for bad in ("wpo_HalfCheetah-v5_300000", "nonsense_HalfCheetah-v5_s0_300000"):
+        with pytest.raises(SystemExit, match="not a run folder name"):
+            campaign.parse_run_name(bad)
 
 
 def test_campaign_measures_the_exploration_noise_of_finished_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -902,3 +914,37 @@ def test_timed_process_counts_the_childs_cpu_time():
     assert cpu >= 0.3 and wall >= cpu * 0.5
     with pytest.raises(subprocess.CalledProcessError):
         common.timed_process([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+def test_tuning_sets_each_screen_beside_sac_and_the_candidate_and_draws_unfinished_screens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    machine = {"cpu": "CPU", "cpu_capability": "AVX2"}
+
+    def record(algo: str, seed: int, evals: list[float], cpu_s_per_step: float = 0.01) -> dict[str, Any]:
+        curve = [
+            {"timesteps": 10_000 * (i + 1), "eval_mean": value, "train_cpu_s": 10_000 * (i + 1) * cpu_s_per_step}
+            for i, value in enumerate(evals)
+        ]
+        steps = curve[-1]["timesteps"]
+        name = campaign.run_name(algo, "HalfCheetah-v5", seed, steps)
+        return {"name": name, "algo": algo, "env_id": "HalfCheetah-v5", "seed": seed, "steps": steps, "curve": curve,
+                "machine": machine}  # fmt: skip
+
+    candidate = campaign.CONFIRMATION[0][0]
+    for path, records in (
+        (tmp_path / "campaign" / "runs.jsonl", [record("sac", 0, [1, 2, 3, 4, 5, 6]), record(candidate, 0, [1, 2, 3, 7, 8])]),
+        (tmp_path / "tuning" / "runs.jsonl", [record("wpo-s1u1-ln2-std", 0, [1, 1, 1, 1, 2], cpu_s_per_step=0.02)]),
+    ):
+        for entry in records:
+            common.append_jsonl(path, entry)
+    unfinished = {**record("wpo-s1u1-ln2-2q", 0, [3, 4]), "steps": 200_000}
+    common.write_json(tmp_path / "tuning" / "in_progress.json", {"runs": [unfinished]})
+    campaign_report.tuning()
+    (row,) = json.loads((tmp_path / "tuning" / "summary.json").read_text())["rows"]
+    assert row["last3"] == pytest.approx(4 / 3) and row["sac_last3"] == [4.0] and row["candidate_last3"] == [6.0]
+    assert row["cost_vs_sac"] == pytest.approx(2.0), "same machine: the ratio of train CPU per step"
+    table = (tmp_path / "tuning" / "summary.md").read_text()
+    assert "| wpo-s1u1-ln2-std | HalfCheetah-v5 | 0 | 50,000 | 1 | 4 | - | 6 | 20.0 | 2.00 |" in table
+    assert (tmp_path / "tuning" / "curves.png").stat().st_size > 0
