@@ -927,7 +927,7 @@ def test_tuning_sets_each_screen_beside_sac_and_the_candidate_and_draws_unfinish
             {"timesteps": 10_000 * (i + 1), "eval_mean": value, "train_cpu_s": 10_000 * (i + 1) * cpu_s_per_step}
             for i, value in enumerate(evals)
         ]
-        steps = curve[-1]["timesteps"]
+        steps = 10_000 * len(evals)
         name = campaign.run_name(algo, "HalfCheetah-v5", seed, steps)
         return {"name": name, "algo": algo, "env_id": "HalfCheetah-v5", "seed": seed, "steps": steps, "curve": curve,
                 "machine": machine}  # fmt: skip
