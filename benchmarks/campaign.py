@@ -170,7 +170,8 @@ CONFIRMATION_ORDER = [
     "dm_control/cartpole-swingup-v0",
     "dm_control/humanoid-stand-v0",
 ]
-CONFIRMATION = [("wpo-s1u1-ln2", env_id, seed, dict(TASKS)[env_id]) for seed in (0, 1, 2) for env_id in CONFIRMATION_ORDER]
+CANDIDATE = "wpo-s1u1-ln2"  # the tuning screen's candidate, the variant the confirmation runs
+CONFIRMATION = [(CANDIDATE, env_id, seed, dict(TASKS)[env_id]) for seed in (0, 1, 2) for env_id in CONFIRMATION_ORDER]
 
 
 def run_name(algo: str, env_id: str, seed: int, steps: int) -> str:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import campaign
 import common
 import numpy as np
-from campaign import COLORS, CONFIRMATION, SEEDS, TASKS, VARIANTS, planned_runs, run_name
+from campaign import CANDIDATE, COLORS, SEEDS, TASKS, VARIANTS, planned_runs, run_name
 
 # Published anchors (not run here), drawn beside the curves. TD-MPC2's SAC (results/sac/*.csv of
 # nicklashansen/tdmpc2, 3 seeds, mean at 500k steps); rl-baselines3-zoo benchmark.md SAC (1M steps, v3 envs).
@@ -41,6 +41,11 @@ VERDICT_MARGIN = 0.05
 TANH_SATURATED = 0.99  # |tanh u| beyond which (1 − tanh²u) < 2%: a tanh action at its bound
 
 
+def selected_runs(runs: list[str] | None) -> list[tuple[str, str, int, int]]:
+    """The runs named by folder (``--runs``), else the plan's."""
+    return [campaign.parse_run_name(name) for name in runs] if runs else planned_runs()
+
+
 def snapshot(runs: list[str] | None = None) -> None:
     """The curves so far of the plan's runs (or of ``runs``, folder names such as a screen's) that have a checkpoint
     but no record yet, for the report. An unfinished run whose checkpoint is gone (a session's machine came back
@@ -50,8 +55,7 @@ def snapshot(runs: list[str] | None = None) -> None:
     earlier = {run["name"]: run for run in json.loads(path.read_text())["runs"]} if path.exists() else {}
     done = campaign.finished()
     partial = []
-    named = [campaign.parse_run_name(name) for name in runs or []]
-    for algo, env_id, seed, steps in named or planned_runs():
+    for algo, env_id, seed, steps in selected_runs(runs):
         name = run_name(algo, env_id, seed, steps)
         checkpoint = campaign.latest_checkpoint(campaign.RUNS / name)
         if name in done:
@@ -103,7 +107,7 @@ def diagnose(runs: list[str] | None = None, batch_size: int = 1024) -> None:
     earlier = json.loads(path.read_text()) if path.exists() else {"runs": []}
     diagnostics = [{"meta": earlier.get("meta"), "batch_size": earlier.get("batch_size"), **e} for e in earlier["runs"]]
     done = campaign.finished()
-    for algo, env_id, seed, steps in [campaign.parse_run_name(name) for name in runs or []] or planned_runs():
+    for algo, env_id, seed, steps in selected_runs(runs):
         name = run_name(algo, env_id, seed, steps)
         checkpoint = campaign.latest_checkpoint(campaign.RUNS / name)
         if VARIANTS[algo][0] != "wpo" or name in done or checkpoint is None or checkpoint.replay_buffer is None:
@@ -312,8 +316,7 @@ def report() -> None:
     meta = common.provenance()
     rows = summarize(records) if records else []
     task_verdicts = verdicts(records)
-    candidate = CONFIRMATION[0][0]
-    candidate_verdicts = verdicts(records, candidate)
+    candidate_verdicts = verdicts(records, CANDIDATE)
     probes = probe_comparisons(records)
     summary = {
         "groups": rows,
@@ -594,12 +597,11 @@ def tuning() -> None:
         own = window(record, steps)
         assert own is not None, f"{record['name']}: no evaluation at its budget"
         row: dict[str, Any] = {"variant": record["algo"], "env_id": env_id, "seed": record["seed"], "steps": steps, **own}
-        for algo in ("sac", "wpo", "candidate"):
-            name = CONFIRMATION[0][0] if algo == "candidate" else algo
-            others = [(r, w) for r in baseline if r["env_id"] == env_id and r["algo"] == name if (w := window(r, steps))]
-            row[f"{algo}_last3"] = [w["last3"] for _, w in others]
+        for key, algo in (("sac", "sac"), ("wpo", "wpo"), ("candidate", CANDIDATE)):
+            others = [(r, w) for r in baseline if r["env_id"] == env_id and r["algo"] == algo if (w := window(r, steps))]
+            row[f"{key}_last3"] = [w["last3"] for _, w in others]
             costs = [w["cpu_ms_per_step"] for r, w in others if common.same_machine(r["machine"], record["machine"])]
-            row[f"{algo}_cpu_ms_per_step"] = float(np.median(costs)) if costs else None
+            row[f"{key}_cpu_ms_per_step"] = float(np.median(costs)) if costs else None
         row["cost_vs_sac"] = own["cpu_ms_per_step"] / row["sac_cpu_ms_per_step"] if row["sac_cpu_ms_per_step"] else None
         rows.append(row)
     common.write_json(out / "summary.json", {"rows": rows, "meta": common.provenance()})
@@ -609,7 +611,7 @@ def tuning() -> None:
 
     lines = [
         "| variant | task | seed | steps | last 3 evals | SAC seeds there | reference WPO seeds there "
-        f"| {CONFIRMATION[0][0]} seeds there (confirmation) | train CPU ms / step | × SAC's |",
+        f"| {CANDIDATE} seeds there (confirmation) | train CPU ms / step | × SAC's |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -639,19 +641,23 @@ def tuning() -> None:
     for ax, env_id in zip(axes[0], tasks, strict=True):
         budget = max(row["steps"] for row in rows + in_progress if row["env_id"] == env_id)
         variants = {"sac", "wpo", *(row["variant"] for row in rows), *(run["algo"] for run in in_progress)}
-        for record in baseline + screened + in_progress:
-            if record["env_id"] != env_id or record["algo"] not in variants:
-                continue
-            curve = [point for point in record["curve"] if point["timesteps"] <= budget]
-            kind = "" if record in screened else " (in progress)" if record in in_progress else " (campaign)"
-            ax.plot(
-                [point["timesteps"] for point in curve],
-                [point["eval_mean"] for point in curve],
-                {"": "-", " (in progress)": "--", " (campaign)": ":"}[kind],
-                color=COLORS[record["algo"]],
-                lw=1.0 if kind == " (campaign)" else 1.6,
-                label=f"{record['algo']} s{record['seed']}{kind}",
-            )
+        for group, kind, style, width in (
+            (baseline, " (campaign)", ":", 1.0),
+            (screened, "", "-", 1.6),
+            (in_progress, " (in progress)", "--", 1.6),
+        ):
+            for record in group:
+                if record["env_id"] != env_id or record["algo"] not in variants:
+                    continue
+                curve = [point for point in record["curve"] if point["timesteps"] <= budget]
+                ax.plot(
+                    [point["timesteps"] for point in curve],
+                    [point["eval_mean"] for point in curve],
+                    style,
+                    color=COLORS[record["algo"]],
+                    lw=width,
+                    label=f"{record['algo']} s{record['seed']}{kind}",
+                )
         ax.set(title=env_id, xlabel="environment steps", ylabel="evaluation return (10 episodes)")
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -932,7 +932,7 @@ def test_tuning_sets_each_screen_beside_sac_and_the_candidate_and_draws_unfinish
         return {"name": name, "algo": algo, "env_id": "HalfCheetah-v5", "seed": seed, "steps": steps, "curve": curve,
                 "machine": machine}  # fmt: skip
 
-    candidate = campaign.CONFIRMATION[0][0]
+    candidate = campaign.CANDIDATE
     for path, records in (
         (tmp_path / "campaign" / "runs.jsonl", [record("sac", 0, [1, 2, 3, 4, 5, 6]), record(candidate, 0, [1, 2, 3, 7, 8])]),
         (tmp_path / "tuning" / "runs.jsonl", [record("wpo-s1u1-ln2-std", 0, [1, 1, 1, 1, 2], cpu_s_per_step=0.02)]),
