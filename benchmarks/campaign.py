@@ -111,6 +111,29 @@ VARIANTS.update(
                 "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU, n_critics=2)",
             },
         ),
+        # Stage 5, the two critics' rest of the HalfCheetah-v5 gap (ahead of SAC to ~120k steps, flat after), one
+        # factor each from ``-2q``: ``-n1`` 1-step returns (SAC's) in place of the entry's uncorrected 5-step returns,
+        # whose targets mix in the older policies' rewards of the replay buffer; ``-polyak`` SAC's Polyak targets
+        # (tau=0.005 every update) in place of the reference's hard copy every 100 updates
+        "wpo-s1u1-ln2-2q-n1": (
+            "wpo",
+            {
+                **TUNING_BASE,
+                "num_samples": 1,
+                "n_steps": 1,
+                "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU, n_critics=2)",
+            },
+        ),
+        "wpo-s1u1-ln2-2q-polyak": (
+            "wpo",
+            {
+                **TUNING_BASE,
+                "num_samples": 1,
+                "tau": 0.005,
+                "target_update_interval": 1,
+                "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU, n_critics=2)",
+            },
+        ),
     }
 )
 COLORS = {  # each variant's color in the figures (campaign_report.py)
@@ -128,6 +151,8 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s1u1-ln2-tanh": "magenta",
     "wpo-s1u1-ln2-std": "gold",
     "wpo-s1u1-ln2-2q": "teal",
+    "wpo-s1u1-ln2-2q-n1": "limegreen",
+    "wpo-s1u1-ln2-2q-polyak": "navy",
 }
 
 # The issue's order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so
