@@ -124,6 +124,16 @@ VARIANTS.update(
                 "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU, n_critics=2)",
             },
         ),
+        # ``-n1`` without the second critic: the candidate's cost (at most SAC's), should the returns carry the gain
+        "wpo-s1u1-ln2-n1": (
+            "wpo",
+            {
+                **TUNING_BASE,
+                "num_samples": 1,
+                "n_steps": 1,
+                "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU)",
+            },
+        ),
         "wpo-s1u1-ln2-2q-polyak": (
             "wpo",
             {
@@ -153,6 +163,7 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s1u1-ln2-2q": "teal",
     "wpo-s1u1-ln2-2q-n1": "limegreen",
     "wpo-s1u1-ln2-2q-polyak": "navy",
+    "wpo-s1u1-ln2-n1": "darkorange",
 }
 
 # The order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so
