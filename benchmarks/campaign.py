@@ -206,7 +206,10 @@ CONFIRMATION_ORDER = [
     "dm_control/cartpole-swingup-v0",
     "dm_control/humanoid-stand-v0",
 ]
-CANDIDATE = "wpo-s1u1-ln2"  # the tuning screen's candidate, the variant the confirmation runs
+# The tuning screen's candidates in the order the screen chose them; the last is the current one, the variant the
+# confirmation runs. An earlier candidate's finished confirmation runs stay in the records and in the reports' rows.
+CANDIDATES = ("wpo-s1u1-ln2", "wpo-s1u1-ln2-n1")
+CANDIDATE = CANDIDATES[-1]
 CONFIRMATION = [(CANDIDATE, env_id, seed, dict(TASKS)[env_id]) for seed in (0, 1, 2) for env_id in CONFIRMATION_ORDER]
 
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import campaign
 import common
 import numpy as np
-from campaign import CANDIDATE, COLORS, SEEDS, TASKS, VARIANTS, planned_runs, run_name
+from campaign import CANDIDATES, COLORS, SEEDS, TASKS, VARIANTS, planned_runs, run_name
 
 # Published anchors (not run here), drawn beside the curves. TD-MPC2's SAC (results/sac/*.csv of
 # nicklashansen/tdmpc2, 3 seeds, mean at 500k steps); rl-baselines3-zoo benchmark.md SAC (1M steps, v3 envs).
@@ -274,7 +274,7 @@ def probe_comparisons(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         evals.setdefault((record["algo"], record["env_id"]), {})[record["seed"]] = curve
     rows = []
     for record in records:
-        if record["algo"] in SEEDS:
+        if record["algo"] in SEEDS or record["algo"] in CANDIDATES:  # the candidates have verdict rows
             continue
         last = record["curve"][-1]
         step, env_id = last["timesteps"], record["env_id"]
@@ -316,7 +316,7 @@ def report() -> None:
     meta = common.provenance()
     rows = summarize(records) if records else []
     task_verdicts = verdicts(records)
-    candidate_verdicts = verdicts(records, CANDIDATE)
+    candidate_verdicts = [row for candidate in CANDIDATES for row in verdicts(records, candidate)]
     probes = probe_comparisons(records)
     summary = {
         "groups": rows,
@@ -597,11 +597,11 @@ def tuning() -> None:
         own = window(record, steps)
         assert own is not None, f"{record['name']}: no evaluation at its budget"
         row: dict[str, Any] = {"variant": record["algo"], "env_id": env_id, "seed": record["seed"], "steps": steps, **own}
-        for key, algo in (("sac", "sac"), ("wpo", "wpo"), ("candidate", CANDIDATE)):
+        for algo in ("sac", "wpo", *CANDIDATES):
             others = [(r, w) for r in baseline if r["env_id"] == env_id and r["algo"] == algo if (w := window(r, steps))]
-            row[f"{key}_last3"] = [w["last3"] for _, w in others]
+            row[f"{algo}_last3"] = [w["last3"] for _, w in others]
             costs = [w["cpu_ms_per_step"] for r, w in others if common.same_machine(r["machine"], record["machine"])]
-            row[f"{key}_cpu_ms_per_step"] = float(np.median(costs)) if costs else None
+            row[f"{algo}_cpu_ms_per_step"] = float(np.median(costs)) if costs else None
         row["cost_vs_sac"] = own["cpu_ms_per_step"] / row["sac_cpu_ms_per_step"] if row["sac_cpu_ms_per_step"] else None
         rows.append(row)
     common.write_json(out / "summary.json", {"rows": rows, "meta": common.provenance()})
@@ -609,17 +609,18 @@ def tuning() -> None:
     def values(xs: list[float]) -> str:
         return ", ".join(f"{x:.0f}" for x in xs) or "-"
 
+    candidates = "".join(f" {candidate} seeds there (confirmation) |" for candidate in CANDIDATES)
     lines = [
-        "| variant | task | seed | steps | last 3 evals | SAC seeds there | reference WPO seeds there "
-        f"| {CANDIDATE} seeds there (confirmation) | train CPU ms / step | × SAC's |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| variant | task | seed | steps | last 3 evals | SAC seeds there | reference WPO seeds there |{candidates} "
+        "train CPU ms / step | × SAC's |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(CANDIDATES) + "---|---|",
     ]
     for row in rows:
         cost = f"{row['cost_vs_sac']:.2f}" if row["cost_vs_sac"] else "-"
+        confirmations = "".join(f" {values(row[f'{candidate}_last3'])} |" for candidate in CANDIDATES)
         lines.append(
             f"| {row['variant']} | {row['env_id']} | {row['seed']} | {row['steps']:,} | {row['last3']:.0f} | "
-            f"{values(row['sac_last3'])} | {values(row['wpo_last3'])} | {values(row['candidate_last3'])} | "
-            f"{row['cpu_ms_per_step']:.1f} | {cost} |"
+            f"{values(row['sac_last3'])} | {values(row['wpo_last3'])} |{confirmations} {row['cpu_ms_per_step']:.1f} | {cost} |"
         )
     lines += [
         "",

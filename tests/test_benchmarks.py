@@ -284,12 +284,11 @@ def test_campaign_queue_order_and_names():
     # then the confirmation of the tuning screen's candidate: seed 0 on every task (where SAC leads first), then 1, 2
     confirmation = runs[5 * n_tasks + len(campaign.PROBES) :]
     assert confirmation == campaign.CONFIRMATION and len(confirmation) == 3 * n_tasks
-    assert confirmation[:2] == [("wpo-s1u1-ln2", cheetah, 0, 300_000), ("wpo-s1u1-ln2", "Walker2d-v5", 0, 300_000)]
+    candidate = campaign.CANDIDATE
+    assert candidate == campaign.CANDIDATES[-1] and candidate in campaign.VARIANTS
+    assert confirmation[:2] == [(candidate, cheetah, 0, 300_000), (candidate, "Walker2d-v5", 0, 300_000)]
     assert [run[2] for run in confirmation] == [seed for seed in (0, 1, 2) for _ in range(n_tasks)]
-    assert confirmation[n_tasks - 2 : n_tasks] == [
-        ("wpo-s1u1-ln2", cartpole, 0, 200_000),
-        ("wpo-s1u1-ln2", humanoid, 0, 500_000),
-    ]
+    assert confirmation[n_tasks - 2 : n_tasks] == [(candidate, cartpole, 0, 200_000), (candidate, humanoid, 0, 500_000)]
     assert {(env_id, steps) for _, env_id, _, steps in confirmation} == set(campaign.TASKS)
     assert len({campaign.run_name(*run) for run in runs}) == len(runs)
 
@@ -702,8 +701,9 @@ def test_campaign_compares_a_probe_with_every_seed_at_its_budget():
 
     records = [record("sac", 1, [7.0, 8.0, 9.0]), record("wpo", 0, [1.0, 2.0, 3.0]), record("sac", 0, [4.0, 5.0, 6.0])]
     records += [record("wpo-std0.2", 0, [0.5, 1.5]), record("wpo-utd1", 1, [10.0, 11.0, 12.0, 13.0])]
+    records += [record(candidate, 0, [1.0, 2.0, 3.0]) for candidate in campaign.CANDIDATES]
     rows = {row["algo"]: row for row in campaign_report.probe_comparisons(records)}
-    assert set(rows) == {"wpo-std0.2", "wpo-utd1"}, "WPO and SAC are not probes"
+    assert set(rows) == {"wpo-std0.2", "wpo-utd1"}, "WPO, SAC and the candidates (verdict rows) are not probes"
     assert rows["wpo-std0.2"] == {
         "algo": "wpo-std0.2",
         "env_id": "HalfCheetah-v5",
@@ -943,8 +943,10 @@ def test_tuning_sets_each_screen_beside_sac_and_the_candidate_and_draws_unfinish
     common.write_json(tmp_path / "tuning" / "in_progress.json", {"runs": [unfinished]})
     campaign_report.tuning()
     (row,) = json.loads((tmp_path / "tuning" / "summary.json").read_text())["rows"]
-    assert row["last3"] == pytest.approx(4 / 3) and row["sac_last3"] == [4.0] and row["candidate_last3"] == [6.0]
+    former = campaign.CANDIDATES[0]
+    assert row["last3"] == pytest.approx(4 / 3) and row["sac_last3"] == [4.0] and row[f"{candidate}_last3"] == [6.0]
+    assert row[f"{former}_last3"] == [], "an earlier candidate keeps its column"
     assert row["cost_vs_sac"] == pytest.approx(2.0), "same machine: the ratio of train CPU per step"
     table = (tmp_path / "tuning" / "summary.md").read_text()
-    assert "| wpo-s1u1-ln2-std | HalfCheetah-v5 | 0 | 50,000 | 1 | 4 | - | 6 | 20.0 | 2.00 |" in table
+    assert "| wpo-s1u1-ln2-std | HalfCheetah-v5 | 0 | 50,000 | 1 | 4 | - | - | 6 | 20.0 | 2.00 |" in table
     assert (tmp_path / "tuning" / "curves.png").stat().st_size > 0
