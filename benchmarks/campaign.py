@@ -134,6 +134,18 @@ VARIANTS.update(
                 "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU)",
             },
         ),
+        # Stage 7, the late slope of ``-n1`` (the candidate), one factor: SAC's Polyak targets
+        "wpo-s1u1-ln2-n1-polyak": (
+            "wpo",
+            {
+                **TUNING_BASE,
+                "num_samples": 1,
+                "n_steps": 1,
+                "tau": 0.005,
+                "target_update_interval": 1,
+                "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU)",
+            },
+        ),
         "wpo-s1u1-ln2-2q-polyak": (
             "wpo",
             {
@@ -164,6 +176,7 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s1u1-ln2-2q-n1": "limegreen",
     "wpo-s1u1-ln2-2q-polyak": "navy",
     "wpo-s1u1-ln2-n1": "darkorange",
+    "wpo-s1u1-ln2-n1-polyak": "crimson",
 }
 
 # The order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so
