@@ -59,103 +59,40 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 # target); ``-mlp``: SAC's networks (256 x 2 ReLU, no LayerNorm); ``-ln2``: the entry's LayerNorm ELU networks with
 # two hidden layers instead of three; ``s4u2``: one update every 2 steps; ``s2``, ``s1``: 2 or 1 samples.
 TUNING_BASE = {"num_samples": 4, "train_freq": 1, "target_aggregation": "mean"}
+LN2 = "net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU"  # the -ln2 networks, as policy_kwargs' arguments
+S1U1_LN2 = {**TUNING_BASE, "num_samples": 1, "policy_kwargs": f"dict({LN2})"}  # the first candidate, wpo-s1u1-ln2
+TWO_CRITICS = {"policy_kwargs": f"dict({LN2}, n_critics=2)"}
+POLYAK = {"tau": 0.005, "target_update_interval": 1}  # SAC's target updates
 VARIANTS.update(
     {
         "wpo-s4u1": ("wpo", TUNING_BASE),
         "wpo-s4u1-mlp": ("wpo", {**TUNING_BASE, "policy_kwargs": "dict(net_arch=[256, 256])"}),
         "wpo-s4u2-mlp": ("wpo", {**TUNING_BASE, "train_freq": 2, "policy_kwargs": "dict(net_arch=[256, 256])"}),
-        "wpo-s4u1-ln2": (
-            "wpo",
-            {**TUNING_BASE, "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU)"},
-        ),
+        "wpo-s4u1-ln2": ("wpo", {**TUNING_BASE, "policy_kwargs": f"dict({LN2})"}),
         # Stage 3: fewer samples at one update per step, the entry's networks kept (they carry the learning)
         "wpo-s2u1": ("wpo", {**TUNING_BASE, "num_samples": 2}),
         "wpo-s1u1": ("wpo", {**TUNING_BASE, "num_samples": 1}),
-        "wpo-s1u1-ln2": (
-            "wpo",
-            {
-                **TUNING_BASE,
-                "num_samples": 1,
-                "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU)",
-            },
-        ),
+        "wpo-s1u1-ln2": ("wpo", S1U1_LN2),
         # Hypothesis 4 of issue 26 (action bounds): the candidate with tanh actions, for the tasks where the clipped
         # policy's means sit beyond the bounds (humanoid-stand), where clipped samples get no gradient from Q
-        "wpo-s1u1-ln2-tanh": (
-            "wpo",
-            {
-                **TUNING_BASE,
-                "num_samples": 1,
-                "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU, tanh_actions=True)",
-            },
-        ),
+        "wpo-s1u1-ln2-tanh": ("wpo", {**S1U1_LN2, "policy_kwargs": f"dict({LN2}, tanh_actions=True)"}),
         # Hypothesis 3 of issue 26 (the std): the candidate with the std penalty's weight at the mean's (softplus(0)
         # ≈ 0.69 in place of ≈ 1e4), so that the WPO update moves the std as it moves the mean; HalfCheetah-v5, where
         # the candidate trails SAC from 150k steps on with its std still near the initial 0.5
-        "wpo-s1u1-ln2-std": (
-            "wpo",
-            {
-                **TUNING_BASE,
-                "num_samples": 1,
-                "init_log_alpha_std": 0.0,
-                "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU)",
-            },
-        ),
+        "wpo-s1u1-ln2-std": ("wpo", {**S1U1_LN2, "init_log_alpha_std": 0.0}),
         # Hypothesis 5 of issue 26: the candidate with two critics, V(s') from their min (SAC's clipped double Q; the
         # actor follows their mean), for HalfCheetah-v5, where every WPO setting so far flattens below SAC
-        "wpo-s1u1-ln2-2q": (
-            "wpo",
-            {
-                **TUNING_BASE,
-                "num_samples": 1,
-                "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU, n_critics=2)",
-            },
-        ),
+        "wpo-s1u1-ln2-2q": ("wpo", {**S1U1_LN2, **TWO_CRITICS}),
         # Stage 5, the two critics' rest of the HalfCheetah-v5 gap (ahead of SAC to ~120k steps, flat after), one
         # factor each from ``-2q``: ``-n1`` 1-step returns (SAC's) in place of the entry's uncorrected 5-step returns,
         # whose targets mix in the older policies' rewards of the replay buffer; ``-polyak`` SAC's Polyak targets
         # (tau=0.005 every update) in place of the reference's hard copy every 100 updates
-        "wpo-s1u1-ln2-2q-n1": (
-            "wpo",
-            {
-                **TUNING_BASE,
-                "num_samples": 1,
-                "n_steps": 1,
-                "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU, n_critics=2)",
-            },
-        ),
+        "wpo-s1u1-ln2-2q-n1": ("wpo", {**S1U1_LN2, **TWO_CRITICS, "n_steps": 1}),
         # ``-n1`` without the second critic: the candidate's cost (at most SAC's), should the returns carry the gain
-        "wpo-s1u1-ln2-n1": (
-            "wpo",
-            {
-                **TUNING_BASE,
-                "num_samples": 1,
-                "n_steps": 1,
-                "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU)",
-            },
-        ),
+        "wpo-s1u1-ln2-n1": ("wpo", {**S1U1_LN2, "n_steps": 1}),
         # Stage 7, the late slope of ``-n1`` (the candidate), one factor: SAC's Polyak targets
-        "wpo-s1u1-ln2-n1-polyak": (
-            "wpo",
-            {
-                **TUNING_BASE,
-                "num_samples": 1,
-                "n_steps": 1,
-                "tau": 0.005,
-                "target_update_interval": 1,
-                "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU)",
-            },
-        ),
-        "wpo-s1u1-ln2-2q-polyak": (
-            "wpo",
-            {
-                **TUNING_BASE,
-                "num_samples": 1,
-                "tau": 0.005,
-                "target_update_interval": 1,
-                "policy_kwargs": "dict(net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU, n_critics=2)",
-            },
-        ),
+        "wpo-s1u1-ln2-n1-polyak": ("wpo", {**S1U1_LN2, "n_steps": 1, **POLYAK}),
+        "wpo-s1u1-ln2-2q-polyak": ("wpo", {**S1U1_LN2, **TWO_CRITICS, **POLYAK}),
     }
 )
 COLORS = {  # each variant's color in the figures (campaign_report.py)
