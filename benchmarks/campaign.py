@@ -92,6 +92,10 @@ VARIANTS.update(
         "wpo-s1u1-ln2-n1": ("wpo", {**S1U1_LN2, "n_steps": 1}),
         # Stage 7, the late slope of ``-n1`` (the candidate), one factor: SAC's Polyak targets
         "wpo-s1u1-ln2-n1-polyak": ("wpo", {**S1U1_LN2, "n_steps": 1, **POLYAK}),
+        # and tanh actions: the std stays pinned in u, but the action noise shrinks where the policy saturates a bound
+        # (as SAC's does), where a clipped sample gets no gradient from Q; 41-70% of the clipped policy's means sit
+        # beyond a bound on the MuJoCo tasks (campaign/summary.md's diagnoses)
+        "wpo-s1u1-ln2-n1-tanh": ("wpo", {**S1U1_LN2, "n_steps": 1, "policy_kwargs": f"dict({LN2}, tanh_actions=True)"}),
         "wpo-s1u1-ln2-2q-polyak": ("wpo", {**S1U1_LN2, **TWO_CRITICS, **POLYAK}),
     }
 )
@@ -114,6 +118,7 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s1u1-ln2-2q-polyak": "navy",
     "wpo-s1u1-ln2-n1": "darkorange",
     "wpo-s1u1-ln2-n1-polyak": "crimson",
+    "wpo-s1u1-ln2-n1-tanh": "darkviolet",
 }
 
 # The order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so
