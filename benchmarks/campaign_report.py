@@ -1,9 +1,10 @@
-"""The campaign's reporting (its runs: ``benchmarks/campaign.py``): tables, figures, diagnosis and exploration noise
-from the run records (``runs.jsonl``) and the checkpoints of unfinished runs.
+"""The campaign's reporting (its runs: ``benchmarks/campaign.py``): tables, figures, diagnosis, exploration noise and
+critics' bias from the run records (``runs.jsonl``) and the checkpoints of unfinished runs.
 
     python benchmarks/campaign_report.py snapshot   # curves of unfinished runs so far -> in_progress.json
     python benchmarks/campaign_report.py diagnose   # unfinished WPO runs' policy and critic -> diagnostics.json
     python benchmarks/campaign_report.py noise      # finished runs' exploration noise -> action_noise.json
+    python benchmarks/campaign_report.py qbias      # critics against their policy's returns (finished runs or --runs)
     python benchmarks/campaign_report.py report     # summary.md (finished runs, diagnoses, noise), figures (overview.png: all)
     python benchmarks/campaign_report.py tuning     # the tuning screen against the campaign -> results/tuning/summary.*
 
@@ -203,6 +204,101 @@ def action_noise(n_states: int = 1000, n_samples: int = 20) -> None:
     print(f"{len(entries)} finished runs measured in {path}")
 
 
+def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """G_t = Σ_k γ^k r_{t+k} of one episode's rewards [T], to its end."""
+    returns, total = np.zeros(len(rewards)), 0.0
+    for t in reversed(range(len(rewards))):
+        total = rewards[t] + gamma * total
+        returns[t] = total
+    return returns
+
+
+def complete_steps(length: int, terminated: bool, gamma: float, tolerance: float) -> int:
+    """How many first steps of an episode have a Monte-Carlo return that is the return of Q's definition: all of a
+    terminated episode's; of one cut by a time limit, those at least log(tolerance)/log(γ) steps before the cut, whose
+    missing tail weighs at most ``tolerance``."""
+    return length if terminated else max(0, length - math.ceil(math.log(tolerance) / math.log(gamma)))
+
+
+def q_bias(runs: list[str] | None = None, episodes: int = 5, tolerance: float = 0.01) -> None:
+    """How far each run's critic is from the return of the policy it evaluates: ``episodes`` episodes of the policy
+    as the run acts (stochastic: WPO's clipped samples, SAC's squashed ones) on the run's evaluation env, seeded, and
+    at every step with a complete discounted return (``complete_steps``) Q(s, a) set against that Monte-Carlo return.
+    A single critic that the actor climbs overestimates (DDPG's and TD3's finding); SAC takes the min of two. Runs:
+    ``runs`` (folder names, at their newest checkpoint) or the finished runs of the records whose final model is on
+    this machine. Added to ``q_bias.json`` (in ``campaign.OUT``), which keeps earlier measurements."""
+    import tempfile
+
+    import torch as th
+
+    th.set_num_threads(1)
+    path, meta = campaign.OUT / "q_bias.json", common.provenance()
+    measured = result_runs("q_bias.json")
+    if runs:
+        selected = [(name, campaign.parse_run_name(name)) for name in runs]
+    else:
+        records = common.read_jsonl(campaign.OUT / "runs.jsonl")
+        selected = [(r["name"], (r["algo"], r["env_id"], r["seed"], r["steps"])) for r in records]
+    for name, run in selected:
+        checkpoint = campaign.latest_checkpoint(campaign.RUNS / name)
+        if checkpoint is None or (not runs and checkpoint.state["timesteps"] != run[3]):
+            if runs:
+                print(f"{name}: no checkpoint on this machine")
+            continue
+        with tempfile.TemporaryDirectory() as log_folder:  # loaded as a resumed run loads it, with its evaluation env
+            experiment = campaign.make_experiment(*run, Path(log_folder), trained_agent=str(checkpoint.model))
+            model, _ = experiment.setup_experiment()
+            env = experiment.create_envs(1, eval_env=True, no_log=True)
+        env.seed(run[2])
+        th.manual_seed(run[2])
+        q_values, mc_returns, lengths, episode_returns = [], [], [], []
+        observation = env.reset()
+        for _ in range(episodes):
+            observations, actions, rewards, done = [], [], [], False
+            while not done:
+                action, _ = model.predict(observation, deterministic=False)
+                observations.append(observation)
+                actions.append(model.policy.scale_action(action))  # what the replay buffer stores and Q takes
+                observation, reward, dones, infos = env.step(action)
+                rewards.append(float(reward[0]))
+                done = bool(dones[0])
+            terminated = not infos[0].get("TimeLimit.truncated", False)
+            keep = complete_steps(len(rewards), terminated, model.gamma, tolerance)
+            with th.no_grad():
+                states = model.policy.obs_to_tensor(np.concatenate(observations[:keep]))[0]
+                q = model.critic(states, th.as_tensor(np.concatenate(actions[:keep]), dtype=th.float32))
+            q_values.append((th.cat(q, dim=1) if isinstance(q, tuple) else q).numpy())  # SAC's critic: a tuple
+            mc_returns.append(discounted_returns(np.array(rewards), model.gamma)[:keep])
+            lengths.append(len(rewards))
+            episode_returns.append(sum(rewards))
+        q_all, mc = np.concatenate(q_values), np.concatenate(mc_returns)
+        if len(mc) == 0:
+            print(f"{name}: no step with a complete return (episodes shorter than the tolerance allows)")
+            continue
+        entry = {
+            "name": name,
+            "algo": run[0],
+            "env_id": run[1],
+            "seed": run[2],
+            "timesteps": checkpoint.state["timesteps"],
+            "episodes": episodes,
+            "episode_length_mean": float(np.mean(lengths)),
+            "episode_return_mean": float(np.mean(episode_returns)),
+            "steps_measured": len(mc),
+            "q_mean": float(q_all.mean()),  # the critics' mean: what WPO's actor follows
+            "q_min_mean": float(q_all.min(axis=1).mean()),  # the min of the critics: SAC's (and -2q's) target
+            "n_critics": int(q_all.shape[1]),
+            "mc_return_mean": float(mc.mean()),
+            "relative_bias": float((q_all.mean() - mc.mean()) / abs(mc.mean())),
+            "tolerance": tolerance,
+            "meta": meta,
+        }
+        measured = [m for m in measured if (m["name"], m["timesteps"]) != (name, entry["timesteps"])] + [entry]
+        print(json.dumps({key: value for key, value in entry.items() if key != "meta"}))
+    common.write_json(path, {"runs": measured, "meta": meta})
+    print(f"{len(measured)} measurements in {path}")
+
+
 def last3_mean(record: dict[str, Any]) -> float:
     """A run's final return: the mean of its last 3 evaluations (one evaluation decides less)."""
     return float(np.mean([point["eval_mean"] for point in record["curve"][-3:]]))
@@ -368,6 +464,7 @@ def report() -> None:
     noise_file = campaign.OUT / "action_noise.json"
     if noise_file.exists():
         lines += noise_table(json.loads(noise_file.read_text()), task_verdicts)
+    lines += q_bias_table(result_runs("q_bias.json"))
     (campaign.OUT / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     groups = [
@@ -407,6 +504,33 @@ def report() -> None:
     fig.supylabel("deterministic eval return (10 episodes)", fontsize=9, x=0.005)
     fig.subplots_adjust(bottom=0.1, left=0.045, right=0.99, top=0.95, hspace=0.3, wspace=0.2)
     common.save_figure(fig, campaign.OUT / "overview.png", meta)
+
+
+def q_bias_table(measured: list[dict[str, Any]]) -> list[str]:
+    """``q_bias.json`` as a table, a row per run and checkpoint."""
+    if not measured:
+        return []
+    episodes = " or ".join(str(n) for n in sorted({entry["episodes"] for entry in measured}))
+    tolerances = " or ".join(f"{t:.0%}" for t in sorted({entry["tolerance"] for entry in measured}))
+    lines = [
+        "",
+        f"Critics against the return of the policy they evaluate (`q_bias.json`, `campaign_report.py qbias`: {episodes} "
+        "episodes of the stochastic policy as the run acts, seeded; Q(s, a) at each step against its discounted "
+        f"Monte-Carlo return, the steps whose return a time limit cuts by more than {tolerances} left out):",
+        "",
+        "| run | steps | critics | episodes' length, return | steps measured | Q (mean of critics) | min of critics | "
+        "Monte-Carlo return | Q against it |",
+        "|" + "---|" * 9,
+    ]
+    labels = run_labels()
+    for entry in sorted(measured, key=lambda entry: (labels.get(entry["name"], entry["name"]), entry["timesteps"])):
+        q_min = f"{entry['q_min_mean']:.1f}" if entry["n_critics"] > 1 else "—"
+        lines.append(
+            f"| {labels.get(entry['name'], entry['name'])} | {entry['timesteps']:,} | {entry['n_critics']} | "
+            f"{entry['episode_length_mean']:.0f}, {entry['episode_return_mean']:.0f} | {entry['steps_measured']:,} | "
+            f"{entry['q_mean']:.1f} | {q_min} | {entry['mc_return_mean']:.1f} | {entry['relative_bias']:+.0%} |"
+        )
+    return lines
 
 
 def result_runs(name: str, folder: Path | None = None) -> list[dict[str, Any]]:
@@ -667,13 +791,13 @@ def tuning() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("snapshot", "diagnose", "noise", "report", "tuning"))
-    parser.add_argument("--runs", nargs="+", help="snapshot, diagnose: run folder names (default: the plan's runs)")
+    parser.add_argument("command", choices=("snapshot", "diagnose", "noise", "qbias", "report", "tuning"))
+    parser.add_argument("--runs", nargs="+", help="snapshot, diagnose, qbias: run folder names (default: the plan's runs)")
     args = parser.parse_args()
-    if args.runs and args.command not in ("snapshot", "diagnose"):
-        parser.error(f"--runs is an option of snapshot and diagnose, not of {args.command}")
-    if args.command in ("snapshot", "diagnose"):
-        {"snapshot": snapshot, "diagnose": diagnose}[args.command](args.runs)
+    if args.runs and args.command not in ("snapshot", "diagnose", "qbias"):
+        parser.error(f"--runs is an option of snapshot, diagnose and qbias, not of {args.command}")
+    if args.command in ("snapshot", "diagnose", "qbias"):
+        {"snapshot": snapshot, "diagnose": diagnose, "qbias": q_bias}[args.command](args.runs)
     else:
         {"noise": action_noise, "report": report, "tuning": tuning}[args.command]()
 

@@ -608,6 +608,35 @@ def test_campaign_measures_the_exploration_noise_of_finished_runs(tmp_path: Path
     assert 0.0 < wpo["stochastic_actions_at_bounds"] < 0.2 and sac["deterministic_actions_at_bounds"] == 0.0
 
 
+def test_campaign_q_bias_sets_the_critics_against_discounted_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``qbias``: each finished run's critics against the Monte-Carlo return of its policy, on the steps whose return
+    a time limit does not cut by more than the tolerance; a named run at its newest checkpoint."""
+    returns = campaign_report.discounted_returns(np.array([1.0, 2.0, 4.0]), gamma=0.5)
+    np.testing.assert_allclose(returns, [1 + 0.5 * 2 + 0.25 * 4, 2 + 0.5 * 4, 4])
+    assert campaign_report.complete_steps(200, terminated=True, gamma=0.99, tolerance=0.01) == 200
+    assert campaign_report.complete_steps(1000, terminated=False, gamma=0.99, tolerance=0.01) == 1000 - 459
+    assert campaign_report.complete_steps(200, terminated=False, gamma=0.99, tolerance=0.01) == 0
+
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
+    monkeypatch.setitem(campaign.CONFIGS, "sac", None)  # the zoo's own SAC config has Pendulum-v1
+    for algo in ("wpo", "sac"):
+        campaign.run(algo, "Pendulum-v1", 0, 200, eval_freq=200, n_eval_episodes=1, save_freq=200)
+    campaign_report.q_bias(episodes=2, tolerance=0.3)  # γ = 0.99: the first 200 - 120 steps of each 200-step episode
+    wpo, sac = json.loads((tmp_path / "out" / "q_bias.json").read_text())["runs"]
+    assert (wpo["algo"], sac["algo"], wpo["n_critics"], sac["n_critics"]) == ("wpo", "sac", 1, 2)
+    for entry in (wpo, sac):
+        assert entry["steps_measured"] == 2 * 80 and entry["episode_length_mean"] == 200
+        assert entry["mc_return_mean"] < 0 < entry["episode_return_mean"] + 2000  # Pendulum's costs, 200 steps
+        assert entry["relative_bias"] == pytest.approx((entry["q_mean"] - entry["mc_return_mean"]) / -entry["mc_return_mean"])
+    assert sac["q_min_mean"] <= sac["q_mean"]
+    campaign_report.q_bias([wpo["name"]], episodes=1, tolerance=0.3)  # measured again: replaces, not appends
+    assert len(json.loads((tmp_path / "out" / "q_bias.json").read_text())["runs"]) == 2
+    assert campaign_report.q_bias_table([]) == []
+    row = campaign_report.q_bias_table([wpo])[-1]
+    assert row.startswith(f"| {wpo['name']} | 200 | 1 | 200, ") and row.endswith(f"| {wpo['relative_bias']:+.0%} |")
+
+
 def test_campaign_mean_push_tells_which_way_the_policy_loss_moves_each_mean():
 
     mean = th.tensor([[0.5, -0.5, 1.5, -2.0]])  # one state, 4 action dimensions
