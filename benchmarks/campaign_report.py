@@ -754,6 +754,7 @@ def tuning() -> None:
     diagnoses = out / "diagnostics.json"  # SB3_WPO_CAMPAIGN_OUT=benchmarks/results/tuning campaign_report.py diagnose --runs
     if diagnoses.exists():
         lines += diagnosis_table(json.loads(diagnoses.read_text())["runs"])
+    lines += q_bias_table(result_runs("q_bias.json", out))  # ... campaign_report.py qbias --runs
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
