@@ -100,6 +100,9 @@ VARIANTS.update(
         # 3-step returns: on Walker2d-v5 (seed 0, 300k) the 5-step candidate ends level with SAC and the 1-step one
         # behind, where 1-step returns gain most on HalfCheetah-v5: does the middle keep both?
         "wpo-s1u1-ln2-n3": ("wpo", {**S1U1_LN2, "n_steps": 3}),
+        # Two critics (the min of SAC's against the overestimation one critic shows on Walker2d-v5 with 1-step
+        # returns: campaign/summary.md's critics table) at one critic's cost: the policy updated at every second step
+        "wpo-s1u1-ln2-2q-n1-d2": ("wpo", {**S1U1_LN2, **TWO_CRITICS, "n_steps": 1, "policy_delay": 2}),
     }
 )
 COLORS = {  # each variant's color in the figures (campaign_report.py)
@@ -123,6 +126,7 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s1u1-ln2-n1-polyak": "crimson",
     "wpo-s1u1-ln2-n1-tanh": "darkviolet",
     "wpo-s1u1-ln2-n3": "sienna",
+    "wpo-s1u1-ln2-2q-n1-d2": "deepskyblue",
 }
 
 # The order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so

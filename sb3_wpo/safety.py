@@ -282,11 +282,11 @@ class DivergenceGuard:
         self.snapshot = StateSnapshot(algorithm._training_state)
         self._start_finite: th.Tensor | None = None  # None: this train() call is not checked
         self._step_finite: list[th.Tensor] = []
-        self._names: list[str] = []
+        self._step_names: list[list[str]] = []
 
     def start(self) -> None:
         """Before the gradient steps: copy the state to roll back to."""
-        self._step_finite = []
+        self._step_finite, self._step_names = [], []
         self._start_finite = self.snapshot.take(self.algorithm._n_updates) if self.algorithm.check_finite else None
 
     def check(self, replay_data: ReplayBufferSamples | DictReplayBufferSamples, values: dict[str, th.Tensor]) -> None:
@@ -298,7 +298,7 @@ class DivergenceGuard:
             next_observations=replay_data.next_observations,
             rewards=replay_data.rewards,
         )
-        self._names = [*data, *values]
+        self._step_names.append([*data, *values])  # the steps of a call may differ (policy_delay: no actor metrics)
         data_finite = th.stack([all_finite(tensor) for tensor in data.values()])
         self._step_finite.append(th.cat([data_finite, th.isfinite(th.stack(list(values.values())))]))
 
@@ -307,12 +307,13 @@ class DivergenceGuard:
         if self._start_finite is None:
             return means.cpu().numpy()
         with th.no_grad():
-            flags = th.stack(self._step_finite)  # [steps, checks]
-            packed = th.cat([means, self._start_finite.to(means.dtype).reshape(1), flags.flatten().to(means.dtype)])
+            flags = th.cat(self._step_finite)  # the steps' checks, one after the other
+            packed = th.cat([means, self._start_finite.to(means.dtype).reshape(1), flags.to(means.dtype)])
             packed_np = packed.cpu().numpy()
         start_finite = packed_np[means.numel()] > 0.5
-        step_finite = packed_np[means.numel() + 1 :].reshape(flags.shape) > 0.5
-        if start_finite and step_finite.all():
+        all_flags = packed_np[means.numel() + 1 :] > 0.5
+        step_finite = np.split(all_flags, np.cumsum([len(names) for names in self._step_names])[:-1])
+        if start_finite and all_flags.all():
             return packed_np[: means.numel()]
 
         start_update = self.algorithm._n_updates - len(step_finite)
@@ -327,8 +328,8 @@ class DivergenceGuard:
                 )
             # The snapshot just taken holds that state: restore the one before it, the last found finite
             self._roll_back_and_raise(["parameters"], start_update, previous=True)
-        first_bad = int(np.flatnonzero(~step_finite.all(axis=1))[0])
-        bad = {self._names[i] for i in np.flatnonzero(~step_finite[first_bad])}
+        first_bad = next(step for step, finite in enumerate(step_finite) if not finite.all())
+        bad = {self._step_names[first_bad][i] for i in np.flatnonzero(~step_finite[first_bad])}
         quantities = [name for name in FINITE_CHECKS if name in bad] + sorted(bad - FINITE_CHECKS.keys())
         self._roll_back_and_raise(quantities, start_update + 1 + first_bad)
 

@@ -304,6 +304,7 @@ INTEGER_ARGUMENTS = (
     "n_steps",
     "num_samples",
     "target_update_interval",
+    "policy_delay",
 )
 FLOAT_ARGUMENTS = (
     "learning_rate",
@@ -375,6 +376,7 @@ ARGUMENT_RULES: dict[str, Rule] = {
     "natural_gradient": boolean(),
     "target_aggregation": one_of(TARGET_AGGREGATIONS),
     "target_update_interval": integer(1),
+    "policy_delay": integer(1),
     "max_grad_norm": real(0.0, low_open=True, allow_inf=True),
     "check_finite": boolean(),
     "stats_window_size": integer(1),

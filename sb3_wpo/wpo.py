@@ -103,6 +103,9 @@ class WPO(GuardedOffPolicyAlgorithm):
     :param target_aggregation: how V(s') aggregates the target critic over ``num_samples`` target-policy
         actions: "mean" (expected SARSA, the reference) or "max" (an option of ours)
     :param target_update_interval: update the target networks every this many gradient steps
+    :param policy_delay: update the policy (and the duals) at one gradient step in this many, the critic at every
+        one, as TD3's delayed policy updates: the policy's share of the update's cost falls, the critic's rate stays
+        (1: the reference)
     :param max_grad_norm: gradient-norm clip of the actor and of the critic (the reference applies none; a large
         value turns it off)
     :param check_finite: detect NaN/inf in the replay batch, Q-values, losses, gradients and parameters at every
@@ -157,6 +160,7 @@ class WPO(GuardedOffPolicyAlgorithm):
         natural_gradient: bool = True,
         target_aggregation: Literal["mean", "max"] = "mean",
         target_update_interval: int = 100,
+        policy_delay: int = 1,
         max_grad_norm: float = 40.0,
         check_finite: bool = True,
         stats_window_size: int = 100,
@@ -206,6 +210,7 @@ class WPO(GuardedOffPolicyAlgorithm):
         self.natural_gradient = natural_gradient
         self.target_aggregation = target_aggregation
         self.target_update_interval = target_update_interval
+        self.policy_delay = policy_delay
         self.max_grad_norm = max_grad_norm
         self.check_finite = check_finite
         self.dual_optimizer: th.optim.Optimizer | None = None
@@ -270,7 +275,7 @@ class WPO(GuardedOffPolicyAlgorithm):
         for _ in range(gradient_steps):
             # Sample replay buffer
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            metrics = self._sgd_step(replay_data)
+            metrics = self._sgd_step(replay_data, update_actor=self._n_updates % self.policy_delay == 0)
             self._divergence_guard.check(replay_data, metrics)
             step_metrics.append(metrics)
 
@@ -281,20 +286,24 @@ class WPO(GuardedOffPolicyAlgorithm):
 
         if not step_metrics:
             return
-        # Mean of each metric over the steps, read back with the guard's flags in one device transfer: on NaN or inf
-        # the guard rolls the model back and raises DivergenceError.
+        # Mean of each metric over the steps that have it (the actor's: those that updated it, see policy_delay), read
+        # back with the guard's flags in one device transfer: on NaN or inf the guard rolls the model back and raises
+        # DivergenceError.
+        logged = [name for name in LOGGED_METRICS if any(name in m for m in step_metrics)]
         means = self._divergence_guard.finish(
-            th.stack([th.stack([m[name] for name in LOGGED_METRICS]) for m in step_metrics]).mean(dim=0)
+            th.stack([th.stack([m[name] for m in step_metrics if name in m]).mean() for name in logged])
         )
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for name, value in zip(LOGGED_METRICS, means, strict=True):
+        for name, value in zip(logged, means, strict=True):
             self.logger.record(f"train/{name}", float(value))
 
-    def _sgd_step(self, replay_data: ReplayBufferSamples | DictReplayBufferSamples) -> dict[str, th.Tensor]:
-        """One gradient step of the critic, the actor and the duals on a replay batch.
+    def _sgd_step(
+        self, replay_data: ReplayBufferSamples | DictReplayBufferSamples, update_actor: bool = True
+    ) -> dict[str, th.Tensor]:
+        """One gradient step of the critic, and of the actor and the duals when ``update_actor``, on a replay batch.
 
-        :return: the step's metrics by name (``LOGGED_METRICS`` and more for the divergence guard to check): 0-dim
-            tensors left on the device, so that a step never waits for the device
+        :return: the step's metrics by name (``LOGGED_METRICS``, the actor's only when it was updated, and more for the
+            divergence guard to check): 0-dim tensors left on the device, so that a step never waits for the device
         """
         obs, next_obs = replay_data.observations, replay_data.next_observations
         # For n-step replay, the discount is gamma**n_steps (when no early termination)
@@ -310,9 +319,42 @@ class WPO(GuardedOffPolicyAlgorithm):
         current_q = self.critic(obs, replay_data.actions)  # [B, n_critics]
         critic_loss = 0.5 * ((current_q - target_q) ** 2).mean(dim=0).sum()
 
-        # Actor loss: the Wasserstein policy gradient, from ∇a Q of the online critic (mean over critics) at N actions
-        # sampled from the policy (through tanh with tanh_actions), with KL penalties towards the target policy (and
-        # the duals' loss)
+        # Actor loss, from the critic before its step (both losses of one set of parameters, as the reference's)
+        if update_actor:
+            actor_loss, actor_metrics = self._actor_loss(obs)
+
+        # Optimize the critic
+        self.critic.optimizer.zero_grad()
+        critic_loss.backward()
+        critic_grad_norm = th.nn.utils.clip_grad_norm_(self.critic.parameters(), self.max_grad_norm)
+        self.critic.optimizer.step()
+        metrics = {
+            "critic_loss": critic_loss.detach(),
+            "target_q": target_q.mean(),
+            "current_q": current_q.detach().mean(),
+            "critic_grad_norm": critic_grad_norm,
+        }
+        if not update_actor:
+            return metrics
+
+        # Optimize the actor, and the duals when they are learned
+        self.actor.optimizer.zero_grad()
+        if self.dual_optimizer is not None:
+            self.dual_optimizer.zero_grad()
+        actor_loss.backward()
+        actor_grad_norm = th.nn.utils.clip_grad_norm_(self.actor.parameters(), self.max_grad_norm)
+        self.actor.optimizer.step()
+        if self.dual_optimizer is not None:
+            self.dual_optimizer.step()
+            with th.no_grad():
+                self.log_alpha_mean.clamp_(min=MIN_LOG_ALPHA)
+                self.log_alpha_std.clamp_(min=MIN_LOG_ALPHA)
+        return {"actor_loss": actor_loss.detach(), **metrics, **actor_metrics, "actor_grad_norm": actor_grad_norm}
+
+    def _actor_loss(self, obs: PyTorchObs) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+        """The Wasserstein policy gradient's loss, from ∇a Q of the online critic (mean over critics) at N actions
+        sampled from the policy (through tanh with tanh_actions), with KL penalties towards the target policy (and the
+        duals' loss); and its metrics."""
         mean, std = self.actor.distribution_params(obs)
         with th.no_grad():
             target_mean, target_std = self.actor_target.distribution_params(obs)
@@ -333,37 +375,11 @@ class WPO(GuardedOffPolicyAlgorithm):
             squashing=self.squashing,
             natural_gradient=self.natural_gradient,
         )
-
-        # Optimize the critic
-        self.critic.optimizer.zero_grad()
-        critic_loss.backward()
-        critic_grad_norm = th.nn.utils.clip_grad_norm_(self.critic.parameters(), self.max_grad_norm)
-        self.critic.optimizer.step()
-
-        # Optimize the actor, and the duals when they are learned
-        self.actor.optimizer.zero_grad()
-        if self.dual_optimizer is not None:
-            self.dual_optimizer.zero_grad()
-        actor_loss.backward()
-        actor_grad_norm = th.nn.utils.clip_grad_norm_(self.actor.parameters(), self.max_grad_norm)
-        self.actor.optimizer.step()
-        if self.dual_optimizer is not None:
-            self.dual_optimizer.step()
-            with th.no_grad():
-                self.log_alpha_mean.clamp_(min=MIN_LOG_ALPHA)
-                self.log_alpha_std.clamp_(min=MIN_LOG_ALPHA)
-
-        return {
-            "actor_loss": actor_loss.detach(),
-            "critic_loss": critic_loss.detach(),
+        return actor_loss, {
             **{name: stats[name] for name in ("kl_mean", "kl_std", "alpha_mean", "alpha_std", "pi_std_min", "pi_std_max")},
             "q_mean": q_values.mean(),
             "dq_da_norm": q_grads.norm(dim=-1).mean(),
-            "target_q": target_q.mean(),
-            "current_q": current_q.detach().mean(),
             "pi_mean": mean.detach().mean(),
-            "critic_grad_norm": critic_grad_norm,
-            "actor_grad_norm": actor_grad_norm,
         }
 
     def _q_and_action_gradients(self, obs: PyTorchObs, samples: th.Tensor) -> tuple[th.Tensor, th.Tensor]:

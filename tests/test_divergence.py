@@ -132,6 +132,19 @@ def test_nan_observations(dict_obs: bool):
     assert_same(training_state(model), states[-1])
 
 
+def test_nan_rewards_with_delayed_policy_updates():
+    """policy_delay: the steps of one train() call differ (the delayed ones have no actor metrics); the guard still
+    names the first bad update among them and rolls back to the call's start."""
+    params = {**TINY, "policy_delay": 2, "train_freq": 3, "gradient_steps": 3}
+    model = WPO("MlpPolicy", ToyEnv("reward", poison_after=60), **params)
+    states = record_states_before_train(model)
+    with pytest.raises(DivergenceError, match="non-finite rewards of the replay batch") as raised:
+        model.learn(300)
+    assert raised.value.quantities[0] == "rewards"
+    check_rolled_back(model, states, raised.value)
+    assert raised.value.update <= raised.value.restored_update + params["gradient_steps"]
+
+
 def test_exploding_learning_rate():
     model = WPO("MlpPolicy", ToyEnv(), **{**TINY, "learning_rate": 1e6})
     states = record_states_before_train(model)

@@ -52,6 +52,7 @@ NON_DEFAULTS: dict[str, Any] = dict(
     natural_gradient=False,
     target_aggregation="max",
     target_update_interval=7,
+    policy_delay=3,
     max_grad_norm=10.0,
     check_finite=False,
     stats_window_size=10,

@@ -25,7 +25,7 @@ from stable_baselines3.common.envs import (
     IdentityEnvMultiDiscrete,
     SimpleMultiObsEnv,
 )
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger, configure
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from stable_baselines3.common.running_mean_std import RunningMeanStd
@@ -805,6 +805,28 @@ def test_hard_target_update(interval: int) -> None:
         synced = step % interval == 0
         assert params_equal(model.actor, model.actor_target) == synced, step
         assert params_equal(model.critic, model.critic_target) == synced, step
+
+
+@pytest.mark.parametrize("dual_learning_rate", [0.0, 0.01])
+def test_policy_delay_updates_the_actor_at_one_gradient_step_in_policy_delay(dual_learning_rate: float) -> None:
+    """TD3's delayed policy updates: the critic at every gradient step, the actor (and the duals) at one in
+    ``policy_delay``, counted over the updates so far (not per train() call); the actor's metrics are logged for the
+    steps that updated it."""
+    model = filled_model(policy_delay=3, dual_learning_rate=dual_learning_rate, target_update_interval=1000)
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    for update in range(7):
+        actor, critic, duals = snapshot(model.actor), snapshot(model.critic), model.log_alpha_mean.detach().clone()
+        model.train(gradient_steps=1, batch_size=32)
+        updated = update % 3 == 0
+        assert not all(th.equal(p, q) for p, q in zip(model.critic.parameters(), critic, strict=True)), update
+        assert (not all(th.equal(p, q) for p, q in zip(model.actor.parameters(), actor, strict=True))) == updated, update
+        assert (not th.equal(model.log_alpha_mean, duals)) == (updated and dual_learning_rate > 0), update
+        logged = model.logger.name_to_value
+        assert "train/critic_loss" in logged and ("train/actor_loss" in logged) == updated, update
+        model.logger.dump()
+    model.train(gradient_steps=5, batch_size=32)  # updates 7-11: the actor at 9 only
+    for optimizer, steps in ((model.actor.optimizer, 4.0), (model.critic.optimizer, 12.0)):  # Adam's step counts
+        assert {float(state["step"]) for state in optimizer.state.values()} == {steps}
 
 
 class LinearExtractor(BaseFeaturesExtractor):
