@@ -171,7 +171,7 @@ CONFIRMATION_ORDER = [
 ]
 # The tuning screen's candidates in the order the screen chose them; the last is the current one, the variant the
 # confirmation runs. An earlier candidate's finished confirmation runs stay in the records and in the reports' rows.
-CANDIDATES = ("wpo-s1u1-ln2", "wpo-s1u1-ln2-n1")
+CANDIDATES = ("wpo-s1u1-ln2", "wpo-s1u1-ln2-n1", "wpo-s1u1-ln2-2q-n1-d2")
 CANDIDATE = CANDIDATES[-1]
 CONFIRMATION = [(CANDIDATE, env_id, seed, dict(TASKS)[env_id]) for seed in (0, 1, 2) for env_id in CONFIRMATION_ORDER]
 

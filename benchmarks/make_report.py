@@ -314,7 +314,8 @@ def tuning_section() -> list[str]:
     Pendulum-v1 entry's whole training process against SBX's SAC."""
     out = ["## 6. Tuning for SB3's budgets (`benchmarks/campaign.py`, `variant_cost.py`, `pendulum_process.py`)", ""]
     out += [note("tuning"), ""]
-    for table in (RES / "tuning" / "summary.md", RES / "tuning" / "cost.md", RES / "pendulum_process" / "summary.md"):
+    costs = [RES / "tuning" / "cost.md", *sorted((RES / "tuning").glob("cost_*/cost.md"))]  # each a side-by-side run
+    for table in (RES / "tuning" / "summary.md", *costs, RES / "pendulum_process" / "summary.md"):
         if table.exists():
             out += [f"`{table.relative_to(BENCH)}`:", "", table.read_text(), ""]
     for figure in (RES / "tuning" / "curves.png", RES / "pendulum_process" / "pendulum_process.png"):
