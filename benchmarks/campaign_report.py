@@ -154,6 +154,22 @@ def diagnose(runs: list[str] | None = None, batch_size: int = 1024) -> None:
     print(f"{len(diagnostics)} diagnoses in {path}")
 
 
+def load_run(run: tuple[str, str, int, int], model_path: Path) -> tuple[Any, Any]:
+    """A run's model at ``model_path``, loaded as a resumed run loads it, and the run's own evaluation env (one env,
+    no logs), both seeded with the run's seed."""
+    import tempfile
+
+    import torch as th
+
+    with tempfile.TemporaryDirectory() as log_folder:
+        experiment = campaign.make_experiment(*run, Path(log_folder), trained_agent=str(model_path))
+        model, _ = experiment.setup_experiment()
+        env = experiment.create_envs(1, eval_env=True, no_log=True)
+    env.seed(run[2])
+    th.manual_seed(run[2])
+    return model, env
+
+
 def action_noise(n_states: int = 1000, n_samples: int = 20) -> None:
     """How much each finished run's final policy still explores: on the states of its deterministic policy's own
     trajectory (``n_states`` steps of the evaluation env), the RMS distance of ``n_samples`` stochastic actions, as
@@ -161,8 +177,6 @@ def action_noise(n_states: int = 1000, n_samples: int = 20) -> None:
     units [-1, 1], and the share of them at a bound (|a| ≥ 0.99: SAC's tanh never reaches 1). WPO's std is held
     near its initial 0.5 by the reference's fixed std penalty (α_std = 1e4); SAC tunes its entropy.
     -> ``action_noise.json``"""
-    import tempfile
-
     import torch as th
 
     th.set_num_threads(1)
@@ -171,19 +185,12 @@ def action_noise(n_states: int = 1000, n_samples: int = 20) -> None:
         checkpoint = campaign.latest_checkpoint(campaign.RUNS / record["name"])
         if checkpoint is None or checkpoint.state["timesteps"] != record["steps"]:
             continue  # this machine no longer has the final model
-        run = (record["algo"], record["env_id"], record["seed"], record["steps"])
-        with tempfile.TemporaryDirectory() as log_folder:
-            # Loaded as a resumed run loads it, with the run's own evaluation env
-            experiment = campaign.make_experiment(*run, Path(log_folder), trained_agent=str(checkpoint.model))
-            model, _ = experiment.setup_experiment()
-            env = experiment.create_envs(1, eval_env=True, no_log=True)
-            env.seed(record["seed"])
-            th.manual_seed(record["seed"])
-            observation, observations = env.reset(), []
-            for _ in range(n_states):
-                observations.append(observation)
-                action, _ = model.predict(observation, deterministic=True)
-                observation, *_ = env.step(action)
+        model, env = load_run((record["algo"], record["env_id"], record["seed"], record["steps"]), checkpoint.model)
+        observation, observations = env.reset(), []
+        for _ in range(n_states):
+            observations.append(observation)
+            action, _ = model.predict(observation, deterministic=True)
+            observation, *_ = env.step(action)
         states = model.policy.obs_to_tensor(np.concatenate(observations))[0]
         with th.no_grad():
             deterministic = model.actor(states, deterministic=True)
@@ -227,8 +234,6 @@ def q_bias(runs: list[str] | None = None, episodes: int = 5, tolerance: float = 
     A single critic that the actor climbs overestimates (DDPG's and TD3's finding); SAC takes the min of two. Runs:
     ``runs`` (folder names, at their newest checkpoint) or the finished runs of the records whose final model is on
     this machine. Added to ``q_bias.json`` (in ``campaign.OUT``), which keeps earlier measurements."""
-    import tempfile
-
     import torch as th
 
     th.set_num_threads(1)
@@ -245,12 +250,7 @@ def q_bias(runs: list[str] | None = None, episodes: int = 5, tolerance: float = 
             if runs:
                 print(f"{name}: no checkpoint on this machine")
             continue
-        with tempfile.TemporaryDirectory() as log_folder:  # loaded as a resumed run loads it, with its evaluation env
-            experiment = campaign.make_experiment(*run, Path(log_folder), trained_agent=str(checkpoint.model))
-            model, _ = experiment.setup_experiment()
-            env = experiment.create_envs(1, eval_env=True, no_log=True)
-        env.seed(run[2])
-        th.manual_seed(run[2])
+        model, env = load_run(run, checkpoint.model)
         q_values, mc_returns, lengths, episode_returns = [], [], [], []
         observation = env.reset()
         for _ in range(episodes):

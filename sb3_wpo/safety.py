@@ -312,11 +312,10 @@ class DivergenceGuard:
             packed_np = packed.cpu().numpy()
         start_finite = packed_np[means.numel()] > 0.5
         all_flags = packed_np[means.numel() + 1 :] > 0.5
-        step_finite = np.split(all_flags, np.cumsum([len(names) for names in self._step_names])[:-1])
         if start_finite and all_flags.all():
             return packed_np[: means.numel()]
 
-        start_update = self.algorithm._n_updates - len(step_finite)
+        start_update = self.algorithm._n_updates - len(self._step_names)
         if not start_finite:  # the last step of the previous call overflowed, or the state was set non-finite since
             if not self.snapshot.has_previous:
                 raise DivergenceError(
@@ -328,6 +327,7 @@ class DivergenceGuard:
                 )
             # The snapshot just taken holds that state: restore the one before it, the last found finite
             self._roll_back_and_raise(["parameters"], start_update, previous=True)
+        step_finite = np.split(all_flags, np.cumsum([len(names) for names in self._step_names])[:-1])
         first_bad = next(step for step, finite in enumerate(step_finite) if not finite.all())
         bad = {self._step_names[first_bad][i] for i in np.flatnonzero(~step_finite[first_bad])}
         quantities = [name for name in FINITE_CHECKS if name in bad] + sorted(bad - FINITE_CHECKS.keys())
