@@ -86,7 +86,7 @@ def convert_wpo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     }
     if "activation_fn" in hyperparams:
         policy_kwargs["activation_fn"] = ACTIVATION_FNS[hyperparams.pop("activation_fn")]
-    for name in ("layer_norm", "tanh_actions"):  # absent from trials of search spaces before them
+    for name in ("layer_norm", "tanh_actions", "n_critics"):  # absent from trials of search spaces before them
         if name in hyperparams:
             policy_kwargs[name] = hyperparams.pop(name)
     hyperparams["policy_kwargs"] = policy_kwargs
@@ -120,6 +120,10 @@ def sample_wpo_params(trial: Any, n_actions: int, n_envs: int, additional_args: 
     target_update_interval = trial.suggest_categorical("target_update_interval", [1, 10, 100, 1000])
     net_arch = trial.suggest_categorical("net_arch", ["small", "medium", "big"])
     tanh_actions = trial.suggest_categorical("tanh_actions", [False, True])
+    # One critic with 1-step returns overestimates on Walker2d-v5; two critics with the min, updated twice per policy
+    # update, cost about one critic's CPU time (benchmarks/notes/tuning.md, stage 8)
+    n_critics = trial.suggest_categorical("n_critics", [1, 2])
+    policy_delay = trial.suggest_categorical("policy_delay", [1, 2])
 
     trial.set_user_attr("gamma", 1 - one_minus_gamma)
     trial.set_user_attr("batch_size", 2**batch_size_pow)
@@ -138,6 +142,8 @@ def sample_wpo_params(trial: Any, n_actions: int, n_envs: int, additional_args: 
         "target_update_interval": target_update_interval,
         "net_arch": net_arch,
         "tanh_actions": tanh_actions,
+        "n_critics": n_critics,
+        "policy_delay": policy_delay,
     }
     if dual_learning_rate > 0:
         hyperparams["epsilon_mean"] = trial.suggest_float("epsilon_mean", 1e-3, 0.1, log=True)

@@ -181,7 +181,7 @@ def test_sampler_and_converter():
     """Sampled hyperparameters build a WPO model, and converting a trial's stored params (``--trial-id``) gives
     the same hyperparameters."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    kl_modes, action_maps = set(), set()
+    kl_modes, action_maps, critics = set(), set(), set()
     for _ in range(20):
         trial = study.ask()
         hyperparams = zoo.sample_wpo_params(trial, 1, 1, {"using_her_replay_buffer": False, "her_kwargs": {}})
@@ -196,11 +196,17 @@ def test_sampler_and_converter():
             model = WPO("MlpPolicy", "Pendulum-v1", _init_setup_model=False, **hyperparams)
         assert model.policy_kwargs["net_arch"] in zoo.NET_ARCHS.values()
         action_maps.add(model.policy_kwargs["tanh_actions"])
+        critics.add((model.policy_kwargs["n_critics"], model.policy_delay))
         study.tell(trial, 0.0)
     assert kl_modes == {True, False} and action_maps == {True, False}
-    # A trial stored before tanh_actions joined the search space converts without it (the policy's default)
-    old_params = {key: value for key, value in trial.params.items() if key != "tanh_actions"}
-    assert "tanh_actions" not in zoo.convert_wpo_params(old_params)["policy_kwargs"]
+    assert critics == {(1, 1), (1, 2), (2, 1), (2, 2)}
+    # A trial stored before tanh_actions, n_critics and policy_delay joined the search space converts without them
+    # (the defaults)
+    newer = ("tanh_actions", "n_critics", "policy_delay")
+    old_params = {key: value for key, value in trial.params.items() if key not in newer}
+    converted = zoo.convert_wpo_params(old_params)
+    assert "policy_delay" not in converted
+    assert not {"tanh_actions", "n_critics"} & converted["policy_kwargs"].keys()
 
 
 def test_registered_in_zoo_dicts():
