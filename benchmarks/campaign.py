@@ -103,6 +103,20 @@ VARIANTS.update(
         # Two critics (the min of SAC's against the overestimation one critic shows on Walker2d-v5 with 1-step
         # returns: campaign/summary.md's critics table) at one critic's cost: the policy updated at every second step
         "wpo-s1u1-ln2-2q-n1-d2": ("wpo", {**S1U1_LN2, **TWO_CRITICS, "n_steps": 1, "policy_delay": 2}),
+        # humanoid-stand, where no WPO setting leaves the floor and SAC's seed 0 does: SAC's exploration, an entropy
+        # bonus with a learned weight (``ent_coef="auto"``, towards −dim(A)) on tanh actions, and the std free to
+        # follow it (the std penalty's weight at the mean's, as ``-std``), on the candidate
+        "wpo-s1u1-ln2-2q-n1-d2-ent": (
+            "wpo",
+            {
+                **S1U1_LN2,
+                "policy_kwargs": f"dict({LN2}, n_critics=2, tanh_actions=True)",
+                "n_steps": 1,
+                "policy_delay": 2,
+                "ent_coef": "auto",
+                "init_log_alpha_std": 0.0,
+            },
+        ),
     }
 )
 COLORS = {  # each variant's color in the figures (campaign_report.py)
@@ -127,6 +141,7 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s1u1-ln2-n1-tanh": "darkviolet",
     "wpo-s1u1-ln2-n3": "sienna",
     "wpo-s1u1-ln2-2q-n1-d2": "deepskyblue",
+    "wpo-s1u1-ln2-2q-n1-d2-ent": "mediumseagreen",
 }
 
 # The order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so

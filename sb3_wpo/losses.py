@@ -5,6 +5,7 @@ This module mirrors the reference implementation (Acme, ``acme/jax/losses/wpo.py
 read next to the paper and checked against the reference's golden values; it imports nothing from SB3.
 """
 
+import math
 from collections.abc import Callable
 from typing import Literal, get_args
 
@@ -70,6 +71,29 @@ def autograd_score(log_prob: Callable[[th.Tensor], th.Tensor], actions: th.Tenso
         log_probs = log_prob(actions)
         (score,) = th.autograd.grad(log_probs.sum(), actions, create_graph=True)
     return score
+
+
+def entropy_velocity(samples: th.Tensor, mean: th.Tensor, std: th.Tensor, tanh_actions: bool = False) -> th.Tensor:
+    """−∇u log π(a) at Gaussian points u [N, B, D] (mean, std [B, D]): the velocity that an entropy bonus α·H(π) adds
+    to ∇a Q in the Wasserstein gradient flow, since the flow of E[Q] + α·H moves each point along ∇(Q − α·log π).
+    For the Gaussian over u it is (u − μ)/σ², which spreads the samples out (with the variance rescaling, σ grows at
+    rate α/σ); with actions a = tanh(u) the action's density adds log|da/du|⁻¹, whose gradient is −2·tanh(u), which
+    pulls u back from the flat ends of tanh. A constant for the policy, like ∇a Q."""
+    velocity = (samples - mean) / std**2
+    if tanh_actions:
+        velocity = velocity - 2.0 * th.tanh(samples)
+    return velocity.detach()
+
+
+def action_log_prob(samples: th.Tensor, mean: th.Tensor, std: th.Tensor, tanh_actions: bool = False) -> th.Tensor:
+    """log π(a) of the actions made from Gaussian points u [N, B, D], summed over dimensions: [N, B]. With
+    ``tanh_actions`` the density of a = tanh(u), log N(u; μ, σ) − Σ log(1 − tanh²u), written stably as SAC's
+    entropy estimate needs it; otherwise the Gaussian's (the clipped policy's mass at the bounds is left out)."""
+    log_prob = thd.Normal(mean, std).log_prob(samples).sum(dim=-1)
+    if tanh_actions:
+        # log(1 − tanh²u) = 2·(log 2 − u − softplus(−2u))
+        log_prob = log_prob - (2.0 * (math.log(2.0) - samples - F.softplus(-2.0 * samples))).sum(dim=-1)
+    return log_prob
 
 
 def wpo_policy_loss(

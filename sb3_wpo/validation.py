@@ -315,6 +315,8 @@ FLOAT_ARGUMENTS = (
     "init_log_alpha_mean",
     "init_log_alpha_std",
     "dual_learning_rate",
+    "ent_coef",
+    "target_entropy",
     "max_grad_norm",
 )
 
@@ -351,6 +353,25 @@ def train_frequency() -> Rule:
     return rule
 
 
+def entropy_coefficient() -> Rule:
+    """A number >= 0 (a fixed weight), "auto" or "auto_<initial value > 0>" (learned), as SAC takes ``ent_coef``."""
+    allowed = 'a number >= 0, "auto" or "auto_<initial value>" (e.g. "auto_0.1", a value > 0)'
+
+    def rule(name: str, value: Any) -> None:
+        if not isinstance(value, str):
+            either(real(0.0, FLOAT32_MAX), allowed=allowed)(name, value)
+            return
+        prefix, _, initial = value.partition("_")
+        try:
+            valid = prefix == "auto" and (not initial or 0 < float(initial) < math.inf)
+        except ValueError:
+            valid = False
+        if not valid:
+            raise _value_error(name, value, allowed)
+
+    return rule
+
+
 ARGUMENT_RULES: dict[str, Rule] = {
     "learning_rate": either(real(0.0, low_open=True), a_callable(), allowed="a number > 0 or a schedule (callable)"),
     "buffer_size": integer(1),
@@ -377,6 +398,8 @@ ARGUMENT_RULES: dict[str, Rule] = {
     "target_aggregation": one_of(TARGET_AGGREGATIONS),
     "target_update_interval": integer(1),
     "policy_delay": integer(1),
+    "ent_coef": entropy_coefficient(),
+    "target_entropy": either(one_of(["auto"]), real(), allowed='"auto" or a finite number'),
     "max_grad_norm": real(0.0, low_open=True, allow_inf=True),
     "check_finite": boolean(),
     "stats_window_size": integer(1),
@@ -422,6 +445,12 @@ def check_arguments(model: OffPolicyAlgorithm, unchecked: Iterable[str] = ()) ->
     if unit in ("episode", TrainFrequencyUnit.EPISODE) and getattr(model, "n_envs", 1) > 1:
         raise ValueError(f"train_freq in episodes needs a single environment, got {model.train_freq} with {model.n_envs} envs")
 
+    ent_coef = getattr(model, "ent_coef", 0.0)
+    if ent_coef != 0 and not model.policy_kwargs.get("tanh_actions", False):
+        raise ValueError(
+            f"ent_coef={ent_coef!r} needs policy_kwargs=dict(tanh_actions=True): with actions clipped to the "
+            "bounds the Gaussian's entropy grows without limit while its samples pile up on the bounds, where ∇a Q is 0"
+        )
     allowed = accepted_keywords(model.policy_class, exclude=("observation_space", "action_space", "lr_schedule"))
     unknown = sorted(set(model.policy_kwargs) - allowed) if allowed is not None else []
     if unknown:

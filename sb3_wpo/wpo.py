@@ -22,7 +22,7 @@ from stable_baselines3.common.utils import get_parameters_by_name, polyak_update
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_wpo.allocator import keep_freed_memory
-from sb3_wpo.losses import MIN_LOG_ALPHA, wpo_loss
+from sb3_wpo.losses import MIN_LOG_ALPHA, action_log_prob, entropy_velocity, squash_q_grads, wpo_loss
 from sb3_wpo.policies import Actor, CnnPolicy, Critic, MlpPolicy, MultiInputPolicy, WPOPolicy
 from sb3_wpo.safety import GuardedOffPolicyAlgorithm
 from sb3_wpo.validation import (
@@ -49,6 +49,8 @@ LOGGED_METRICS = (
     "pi_std_max",
     "q_mean",
     "dq_da_norm",
+    "ent_coef",
+    "entropy",
 )
 
 
@@ -106,6 +108,13 @@ class WPO(GuardedOffPolicyAlgorithm):
     :param policy_delay: update the policy (and the duals) at one gradient step in this many, the critic at every
         one, as TD3's delayed policy updates: the policy's share of the update's cost falls, the critic's rate stays
         (1: the reference)
+    :param ent_coef: weight α of an entropy bonus in the policy update (SAC's name; off by default, the reference has
+        none): the Wasserstein gradient flow of E[Q] + α·H(π), whose velocity ∇a Q − α·∇a log π spreads the samples
+        against the critic's pull. A number (0: off), or "auto" / "auto_<initial α>" to learn α as SAC does, so that
+        the policy's entropy tracks ``target_entropy``. The critic's target has no entropy term. It moves the std
+        only as far as the std's KL penalty lets it (``init_log_alpha_std``: the reference's 10000 keeps σ near
+        ``init_std``)
+    :param target_entropy: the entropy that a learned ``ent_coef`` aims at; "auto": −dim(A), as SAC's
     :param max_grad_norm: gradient-norm clip of the actor and of the critic (the reference applies none; a large
         value turns it off)
     :param check_finite: detect NaN/inf in the replay batch, Q-values, losses, gradients and parameters at every
@@ -161,6 +170,8 @@ class WPO(GuardedOffPolicyAlgorithm):
         target_aggregation: Literal["mean", "max"] = "mean",
         target_update_interval: int = 100,
         policy_delay: int = 1,
+        ent_coef: float | str = 0.0,
+        target_entropy: float | str = "auto",
         max_grad_norm: float = 40.0,
         check_finite: bool = True,
         stats_window_size: int = 100,
@@ -211,9 +222,14 @@ class WPO(GuardedOffPolicyAlgorithm):
         self.target_aggregation = target_aggregation
         self.target_update_interval = target_update_interval
         self.policy_delay = policy_delay
+        self.ent_coef = ent_coef
+        self.target_entropy = target_entropy
         self.max_grad_norm = max_grad_norm
         self.check_finite = check_finite
         self.dual_optimizer: th.optim.Optimizer | None = None
+        self.log_ent_coef: th.Tensor | None = None  # learned ent_coef
+        self.ent_coef_tensor: th.Tensor | None = None  # fixed ent_coef > 0
+        self.ent_coef_optimizer: th.optim.Optimizer | None = None
         names = (*INTEGER_ARGUMENTS, *FLOAT_ARGUMENTS, "train_freq")
         self.__dict__.update(normalize_numbers({name: getattr(self, name) for name in names}))
         check_arguments(self)
@@ -253,6 +269,16 @@ class WPO(GuardedOffPolicyAlgorithm):
             self.log_alpha_mean.requires_grad_(True)
             self.log_alpha_std.requires_grad_(True)
             self.dual_optimizer = th.optim.Adam([self.log_alpha_mean, self.log_alpha_std], lr=self.dual_learning_rate)
+        # The entropy bonus's weight: fixed, or learned as SAC's (from "auto_<initial value>", 1 by default)
+        if self.target_entropy == "auto":
+            self.target_entropy = -float(np.prod(self.action_space.shape))  # type: ignore[arg-type]
+        self.target_entropy = float(self.target_entropy)
+        if isinstance(self.ent_coef, str):
+            initial = float(self.ent_coef.split("_")[1]) if "_" in self.ent_coef else 1.0
+            self.log_ent_coef = th.log(th.full((1,), initial, device=self.device)).requires_grad_(True)
+            self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1))
+        elif self.ent_coef > 0:
+            self.ent_coef_tensor = th.tensor(float(self.ent_coef), device=self.device)
         # The update's [N·B, hidden] activations: keep glibc from giving them back to the kernel after every update
         if self.device.type == "cpu":
             keep_freed_memory()
@@ -337,15 +363,17 @@ class WPO(GuardedOffPolicyAlgorithm):
         if not update_actor:
             return metrics
 
-        # Optimize the actor, and the duals when they are learned
+        # Optimize the actor, and the duals and the entropy's weight when they are learned
+        learned_weights = [optimizer for optimizer in (self.dual_optimizer, self.ent_coef_optimizer) if optimizer is not None]
         self.actor.optimizer.zero_grad()
-        if self.dual_optimizer is not None:
-            self.dual_optimizer.zero_grad()
+        for optimizer in learned_weights:
+            optimizer.zero_grad()
         actor_loss.backward()
         actor_grad_norm = th.nn.utils.clip_grad_norm_(self.actor.parameters(), self.max_grad_norm)
         self.actor.optimizer.step()
+        for optimizer in learned_weights:
+            optimizer.step()
         if self.dual_optimizer is not None:
-            self.dual_optimizer.step()
             with th.no_grad():
                 self.log_alpha_mean.clamp_(min=MIN_LOG_ALPHA)
                 self.log_alpha_std.clamp_(min=MIN_LOG_ALPHA)
@@ -353,33 +381,48 @@ class WPO(GuardedOffPolicyAlgorithm):
 
     def _actor_loss(self, obs: PyTorchObs) -> tuple[th.Tensor, dict[str, th.Tensor]]:
         """The Wasserstein policy gradient's loss, from ∇a Q of the online critic (mean over critics) at N actions
-        sampled from the policy (through tanh with tanh_actions), with KL penalties towards the target policy (and the
-        duals' loss); and its metrics."""
+        sampled from the policy (through tanh with tanh_actions), plus the entropy's velocity when ``ent_coef`` is set,
+        with KL penalties towards the target policy (and the losses of the duals and of a learned ``ent_coef``); and
+        its metrics."""
         mean, std = self.actor.distribution_params(obs)
         with th.no_grad():
             target_mean, target_std = self.actor_target.distribution_params(obs)
         samples = self._sample_actions(mean, std)  # [N, B, D], points u of the Gaussian (the actions to_action makes)
         q_values, q_grads = self._q_and_action_gradients(obs, samples)
+        # The velocity of each sample: the (squashed) ∇a Q, and the entropy's, which the squashing leaves as it is
+        velocity = squash_q_grads(q_grads, self.squashing)
+        entropy_metrics, ent_coef_loss = {}, None
+        ent_coef = self.log_ent_coef.detach().exp() if self.log_ent_coef is not None else self.ent_coef_tensor
+        if ent_coef is not None:
+            tanh_actions = self.actor.tanh_actions
+            velocity = velocity + ent_coef * entropy_velocity(samples, mean.detach(), std.detach(), tanh_actions)
+            log_prob = action_log_prob(samples, mean.detach(), std.detach(), tanh_actions)  # [N, B]
+            if self.log_ent_coef is not None:  # SAC's loss of its entropy coefficient
+                ent_coef_loss = -(self.log_ent_coef * (log_prob + float(self.target_entropy)).detach()).mean()
+            entropy_metrics = {"ent_coef": ent_coef.squeeze(), "entropy": -log_prob.mean()}
         actor_loss, stats = wpo_loss(
             mean,
             std,
             target_mean,
             target_std,
             samples,
-            q_grads,
+            velocity,
             self.log_alpha_mean,
             self.log_alpha_std,
             epsilon_mean=self.epsilon_mean,
             epsilon_std=self.epsilon_std,
             per_dim_constraining=self.per_dim_constraining,
-            squashing=self.squashing,
+            squashing="identity",  # applied to ∇a Q above
             natural_gradient=self.natural_gradient,
         )
+        if ent_coef_loss is not None:
+            actor_loss = actor_loss + ent_coef_loss
         return actor_loss, {
             **{name: stats[name] for name in ("kl_mean", "kl_std", "alpha_mean", "alpha_std", "pi_std_min", "pi_std_max")},
             "q_mean": q_values.mean(),
             "dq_da_norm": q_grads.norm(dim=-1).mean(),
             "pi_mean": mean.detach().mean(),
+            **entropy_metrics,
         }
 
     def _q_and_action_gradients(self, obs: PyTorchObs, samples: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
@@ -427,10 +470,14 @@ class WPO(GuardedOffPolicyAlgorithm):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "actor_target", "critic", "critic_target"]
+        # A fixed ent_coef's tensor is made from ent_coef again, so that load(..., ent_coef=x) takes effect
+        return [*super()._excluded_save_params(), "actor", "actor_target", "critic", "critic_target", "ent_coef_tensor"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        state_dicts = ["policy", "actor.optimizer", "critic.optimizer"]
+        state_dicts, tensors = ["policy", "actor.optimizer", "critic.optimizer"], ["log_alpha_mean", "log_alpha_std"]
         if self.dual_optimizer is not None:
             state_dicts.append("dual_optimizer")
-        return state_dicts, ["log_alpha_mean", "log_alpha_std"]
+        if self.ent_coef_optimizer is not None:
+            state_dicts.append("ent_coef_optimizer")
+            tensors.append("log_ent_coef")
+        return state_dicts, tensors

@@ -107,6 +107,14 @@ BAD_ARGUMENTS = [
     ("target_update_interval", dict(target_update_interval=2.5), TypeError),
     ("policy_delay", dict(policy_delay=0), ValueError),
     ("policy_delay", dict(policy_delay=1.5), TypeError),
+    ("ent_coef", dict(ent_coef=-0.1), ValueError),
+    ("ent_coef", dict(ent_coef=INF), ValueError),
+    ("ent_coef", dict(ent_coef="automatic"), ValueError),
+    ("ent_coef", dict(ent_coef="auto_0"), ValueError),
+    ("ent_coef", dict(ent_coef="auto_high"), ValueError),
+    ("ent_coef", dict(ent_coef=None), TypeError),
+    ("target_entropy", dict(target_entropy="high"), ValueError),
+    ("target_entropy", dict(target_entropy=NAN), ValueError),
     ("max_grad_norm", dict(max_grad_norm=0.0), ValueError),
     ("max_grad_norm", dict(max_grad_norm=NAN), ValueError),
     ("check_finite", dict(check_finite="no"), TypeError),
@@ -174,6 +182,8 @@ BAD_COMBINATIONS = [
     ("optimize_memory_usage", dict(optimize_memory_usage=True)),  # SB3's ReplayBuffer also handles timeouts by default
     ("optimize_memory_usage", dict(optimize_memory_usage=True, n_steps=3)),
     ("train_freq", dict(env=make_vec_env(CountingEnv, n_envs=2), train_freq=(1, "episode"))),
+    ("ent_coef", dict(ent_coef="auto")),  # an entropy bonus needs tanh actions
+    ("ent_coef", dict(ent_coef=0.1)),
 ]
 
 
