@@ -105,9 +105,9 @@ class WPO(GuardedOffPolicyAlgorithm):
     :param target_aggregation: how V(s') aggregates the target critic over ``num_samples`` target-policy
         actions: "mean" (expected SARSA, the reference) or "max" (an option of ours)
     :param target_update_interval: update the target networks every this many gradient steps
-    :param policy_delay: update the policy (and the duals) at one gradient step in this many, the critic at every
-        one, as TD3's delayed policy updates: the policy's share of the update's cost falls, the critic's rate stays
-        (1: the reference)
+    :param policy_delay: update the policy (and the duals, and a learned ``ent_coef``) at one gradient step in this
+        many, the critic at every one, as TD3's delayed policy updates: the policy's share of the update's cost falls,
+        the critic's rate stays (1: the reference)
     :param ent_coef: weight α of an entropy bonus in the policy update (SAC's name; off by default, the reference has
         none): the Wasserstein gradient flow of E[Q] + α·H(π), whose velocity ∇a Q − α·∇a log π spreads the samples
         against the critic's pull. A number (0: off), or "auto" / "auto_<initial α>" to learn α as SAC does, so that
