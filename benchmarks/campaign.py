@@ -126,6 +126,22 @@ VARIANTS.update(
             "wpo",
             {**S1U1_LN2, **TWO_CRITICS, "n_steps": 1, "policy_delay": 2, "dual_learning_rate": 0.01},
         ),
+        # Stage 10, humanoid-stand's untried pair: the entropy variant's free, entropy-held std with the learned
+        # dual's step at ε. Both duals learned (0.01), both starting at softplus(0) and bounded alike (ε_std = ε_mean
+        # = 0.01): "the std's penalty at the mean's" of ``-ent`` under learned duals
+        "wpo-s1u1-ln2-2q-n1-d2-ent-hard": (
+            "wpo",
+            {
+                **S1U1_LN2,
+                "policy_kwargs": f"dict({LN2}, n_critics=2, tanh_actions=True)",
+                "n_steps": 1,
+                "policy_delay": 2,
+                "ent_coef": "auto",
+                "init_log_alpha_std": 0.0,
+                "dual_learning_rate": 0.01,
+                "epsilon_std": 0.01,
+            },
+        ),
     }
 )
 COLORS = {  # each variant's color in the figures (campaign_report.py)
@@ -152,6 +168,7 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s1u1-ln2-2q-n1-d2": "deepskyblue",
     "wpo-s1u1-ln2-2q-n1-d2-ent": "mediumseagreen",
     "wpo-s1u1-ln2-2q-n1-d2-hard": "orchid",
+    "wpo-s1u1-ln2-2q-n1-d2-ent-hard": "darkgoldenrod",
 }
 
 # The order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so
