@@ -5,9 +5,12 @@ times come from runs that shared the machine with other work. Here each variant 
 (``campaign.make_experiment``: the zoo's ExperimentManager with the variant's values), its buffer filled past
 ``learning_starts`` with random steps, and then whole ``learn()`` calls of ``--steps`` environment steps (collection
 and updates, as in a run; no evaluation) are timed, variants interleaved across repeats; CPU time of the process per
-environment step, min and median, and its ratio to SAC's. Results: results/tuning/cost.json and cost.md.
+environment step, min and median, and its ratio to SAC's. With several tasks (``--env``), each is measured in turn and
+the ratios' median over the tasks is given too (the goal of issue 26 reads the cost as that median). Results:
+results/tuning/cost.json and cost.md.
 
     python benchmarks/variant_cost.py --variants wpo wpo-s1u1 wpo-s2u1     # SAC is always measured; ~5 minutes
+    python benchmarks/variant_cost.py --variants wpo-s1u1-ln2-2q-n1-d2 --env Hopper-v5 dm_control/walker-walk-v0
     python benchmarks/variant_cost.py --quick                              # smoke test
 
 Time nothing else meanwhile (pause background runs with kill -STOP); the load average is recorded.
@@ -35,7 +38,7 @@ OUT = common.RESULTS / "tuning"
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=["wpo", "wpo-s1u1"], choices=tuple(campaign.VARIANTS))
-    parser.add_argument("--env", default="HalfCheetah-v5")
+    parser.add_argument("--env", nargs="+", default=["HalfCheetah-v5"], help="one task or several, measured in turn")
     parser.add_argument("--steps", type=int, default=1000, help="environment steps per timed learn() call")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 repeats of 50 steps, a separate output")
@@ -61,14 +64,14 @@ def cpu_per_step(model: Any, steps: int) -> float:
     return (time.process_time() - start) / steps
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
+def measure_task(env_id: str, names: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Each variant's CPU time per step on one task, SAC's first in ``names``."""
     from tqdm import tqdm
 
-    names = ["sac", *(name for name in args.variants if name != "sac")]
     per_step: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="sb3-wpo-cost-") as folder:
-        models = {name: filled_model(name, args.env, Path(folder) / name) for name in tqdm(names, desc="fill buffers")}
-        with tqdm(total=args.repeats * len(names), desc="timed learn() calls") as progress:
+        models = {name: filled_model(name, env_id, Path(folder) / name) for name in tqdm(names, desc=f"{env_id}: fill")}
+        with tqdm(total=args.repeats * len(names), desc=f"{env_id}: timed learn() calls") as progress:
             for _, name in common.interleaved_order(names, args.repeats):
                 per_step[name].append(cpu_per_step(models[name], args.steps))
                 progress.update()
@@ -84,24 +87,48 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for row in rows.values():
         row["over_sac_min"] = row["cpu_ms_per_step_min"] / rows["sac"]["cpu_ms_per_step_min"]
         row["over_sac_median"] = row["cpu_ms_per_step_median"] / rows["sac"]["cpu_ms_per_step_median"]
-    args_record = {"env": args.env, "steps": args.steps, "repeats": args.repeats, "torch_threads": th.get_num_threads()}
-    return {"args": args_record, "variants": rows, "meta": {**common.provenance(), "load_after": common.load_average()}}
+    return rows
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    names = ["sac", *(name for name in args.variants if name != "sac")]
+    tasks = {env_id: measure_task(env_id, names, args) for env_id in args.env}
+    median_over_tasks = {
+        name: {
+            statistic: statistics.median(rows[name][f"over_sac_{statistic}"] for rows in tasks.values())
+            for statistic in ("min", "median")
+        }
+        for name in names
+    }
+    args_record = {"envs": args.env, "steps": args.steps, "repeats": args.repeats, "torch_threads": th.get_num_threads()}
+    return {
+        "args": args_record,
+        "tasks": tasks,
+        "median_over_tasks": median_over_tasks,
+        "meta": {**common.provenance(), "load_after": common.load_average()},
+    }
 
 
 def write_markdown(results: dict[str, Any], path: Path) -> None:
-    env, steps = results["args"]["env"], results["args"]["steps"]
+    tasks, steps = results["tasks"], results["args"]["steps"]
     lines = [
-        f"Training CPU time per environment step on {env} (learn() calls of {steps:,} steps after the warm-up; "
-        f"{results['args']['repeats']} per variant, interleaved): `{results['meta']['command']}`",
+        f"Training CPU time per environment step (learn() calls of {steps:,} steps after the warm-up; "
+        f"{results['args']['repeats']} per variant and task, interleaved): `{results['meta']['command']}`",
         "",
-        "| variant | CPU ms / step (min / median) | × SAC's (min / median) |",
-        "|---|---|---|",
+        "| task | variant | CPU ms / step (min / median) | × SAC's (min / median) |",
+        "|---|---|---|---|",
     ]
-    for name, row in results["variants"].items():
-        lines.append(
-            f"| {name} | {row['cpu_ms_per_step_min']:.2f} / {row['cpu_ms_per_step_median']:.2f} | "
-            f"{row['over_sac_min']:.2f} / {row['over_sac_median']:.2f} |"
-        )
+    for env_id, rows in tasks.items():
+        for name, row in rows.items():
+            lines.append(
+                f"| {env_id} | {name} | {row['cpu_ms_per_step_min']:.2f} / {row['cpu_ms_per_step_median']:.2f} | "
+                f"{row['over_sac_min']:.2f} / {row['over_sac_median']:.2f} |"
+            )
+    if len(tasks) > 1:
+        lines += ["", f"Median over the {len(tasks)} tasks of the ratio to SAC's:", "", "| variant | × SAC's (min / median) |"]
+        lines.append("|---|---|")
+        for name, ratio in results["median_over_tasks"].items():
+            lines.append(f"| {name} | {ratio['min']:.2f} / {ratio['median']:.2f} |")
     path.write_text("\n".join(lines) + "\n")
 
 
