@@ -142,6 +142,21 @@ VARIANTS.update(
                 "epsilon_std": 0.01,
             },
         ),
+        # and SAC's soft backup on top (``entropy_in_target``): the critic values the entropy to come, as SAC's does
+        "wpo-s1u1-ln2-2q-n1-d2-ent-hard-soft": (
+            "wpo",
+            {
+                **S1U1_LN2,
+                "policy_kwargs": f"dict({LN2}, n_critics=2, tanh_actions=True)",
+                "n_steps": 1,
+                "policy_delay": 2,
+                "ent_coef": "auto",
+                "init_log_alpha_std": 0.0,
+                "dual_learning_rate": 0.01,
+                "epsilon_std": 0.01,
+                "entropy_in_target": True,
+            },
+        ),
     }
 )
 COLORS = {  # each variant's color in the figures (campaign_report.py)
@@ -169,6 +184,7 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s1u1-ln2-2q-n1-d2-ent": "mediumseagreen",
     "wpo-s1u1-ln2-2q-n1-d2-hard": "orchid",
     "wpo-s1u1-ln2-2q-n1-d2-ent-hard": "darkgoldenrod",
+    "wpo-s1u1-ln2-2q-n1-d2-ent-hard-soft": "saddlebrown",
 }
 
 # The order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so

@@ -400,6 +400,7 @@ ARGUMENT_RULES: dict[str, Rule] = {
     "policy_delay": integer(1),
     "ent_coef": entropy_coefficient(),
     "target_entropy": either(one_of(["auto"]), real(), allowed='"auto" or a finite number'),
+    "entropy_in_target": boolean(),
     "max_grad_norm": real(0.0, low_open=True, allow_inf=True),
     "check_finite": boolean(),
     "stats_window_size": integer(1),
@@ -451,6 +452,8 @@ def check_arguments(model: OffPolicyAlgorithm, unchecked: Iterable[str] = ()) ->
             f"ent_coef={ent_coef!r} needs policy_kwargs=dict(tanh_actions=True): with actions clipped to the "
             "bounds the Gaussian's entropy grows without limit while its samples pile up on the bounds, where ∇a Q is 0"
         )
+    if getattr(model, "entropy_in_target", False) and ent_coef == 0:
+        raise ValueError('entropy_in_target=True needs an entropy bonus: set ent_coef to a number > 0 or "auto"')
     allowed = accepted_keywords(model.policy_class, exclude=("observation_space", "action_space", "lr_schedule"))
     unknown = sorted(set(model.policy_kwargs) - allowed) if allowed is not None else []
     if unknown:

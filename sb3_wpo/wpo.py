@@ -111,10 +111,13 @@ class WPO(GuardedOffPolicyAlgorithm):
     :param ent_coef: weight α of an entropy bonus in the policy update (SAC's name; off by default, the reference has
         none): the Wasserstein gradient flow of E[Q] + α·H(π), whose velocity ∇a Q − α·∇a log π spreads the samples
         against the critic's pull. A number (0: off), or "auto" / "auto_<initial α>" to learn α as SAC does, so that
-        the policy's entropy tracks ``target_entropy``. The critic's target has no entropy term. It moves the std
-        only as far as the std's KL penalty lets it (``init_log_alpha_std``: the reference's 10000 keeps σ near
-        ``init_std``)
+        the policy's entropy tracks ``target_entropy``. It moves the std only as far as the std's KL penalty lets it
+        (``init_log_alpha_std``: the reference's 10000 keeps σ near ``init_std``)
     :param target_entropy: the entropy that a learned ``ent_coef`` aims at; "auto": −dim(A), as SAC's
+    :param entropy_in_target: with ``ent_coef``, put the entropy in the critic's target too, as SAC's soft Bellman
+        backup: V̄(s') aggregates Q̄(s', a') − α·log π̄(a'|s') over the target policy's actions, so that Q values the
+        entropy to come (maximum-entropy RL) and not only the present state's; off by default: the bonus then acts
+        in the policy update alone
     :param max_grad_norm: gradient-norm clip of the actor and of the critic (the reference applies none; a large
         value turns it off)
     :param check_finite: detect NaN/inf in the replay batch, Q-values, losses, gradients and parameters at every
@@ -172,6 +175,7 @@ class WPO(GuardedOffPolicyAlgorithm):
         policy_delay: int = 1,
         ent_coef: float | str = 0.0,
         target_entropy: float | str = "auto",
+        entropy_in_target: bool = False,
         max_grad_norm: float = 40.0,
         check_finite: bool = True,
         stats_window_size: int = 100,
@@ -224,6 +228,7 @@ class WPO(GuardedOffPolicyAlgorithm):
         self.policy_delay = policy_delay
         self.ent_coef = ent_coef
         self.target_entropy = target_entropy
+        self.entropy_in_target = entropy_in_target
         self.max_grad_norm = max_grad_norm
         self.check_finite = check_finite
         self.dual_optimizer: th.optim.Optimizer | None = None
@@ -337,8 +342,12 @@ class WPO(GuardedOffPolicyAlgorithm):
 
         with th.no_grad():
             # V̄(s'): the target critic (min over critics) at N actions of the target policy, their mean or max
-            next_actions = self.actor_target.to_action(self._sample_actions(*self.actor_target.distribution_params(next_obs)))
-            next_q = self.critic_target(next_obs, next_actions).min(dim=-1).values  # [N, B]
+            next_mean, next_std = self.actor_target.distribution_params(next_obs)
+            next_samples = self._sample_actions(next_mean, next_std)
+            next_q = self.critic_target(next_obs, self.actor_target.to_action(next_samples)).min(dim=-1).values  # [N, B]
+            ent_coef = self._entropy_weight()
+            if self.entropy_in_target and ent_coef is not None:  # SAC's soft value: the entropy to come joins Q
+                next_q = next_q - ent_coef * action_log_prob(next_samples, next_mean, next_std, self.actor.tanh_actions)
             next_v = next_q.mean(dim=0) if self.target_aggregation == "mean" else next_q.max(dim=0).values
             target_q = replay_data.rewards + (1 - replay_data.dones) * discounts * next_v.unsqueeze(-1)  # [B, 1]
         # Critic loss: regress each critic's Q(s, a) on r + γⁿ·V̄(s')
@@ -392,7 +401,7 @@ class WPO(GuardedOffPolicyAlgorithm):
         # The velocity of each sample: the (squashed) ∇a Q, and the entropy's, which the squashing leaves as it is
         velocity = squash_q_grads(q_grads, self.squashing)
         entropy_metrics, ent_coef_loss = {}, None
-        ent_coef = self.log_ent_coef.detach().exp() if self.log_ent_coef is not None else self.ent_coef_tensor
+        ent_coef = self._entropy_weight()
         if ent_coef is not None:
             tanh_actions = self.actor.tanh_actions
             velocity = velocity + ent_coef * entropy_velocity(samples, mean.detach(), std.detach(), tanh_actions)
@@ -424,6 +433,10 @@ class WPO(GuardedOffPolicyAlgorithm):
             "pi_mean": mean.detach().mean(),
             **entropy_metrics,
         }
+
+    def _entropy_weight(self) -> th.Tensor | None:
+        """α of the entropy bonus, a constant of the update (learned or fixed), or None when there is no bonus."""
+        return self.log_ent_coef.detach().exp() if self.log_ent_coef is not None else self.ent_coef_tensor
 
     def _q_and_action_gradients(self, obs: PyTorchObs, samples: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """Q of the online critic (mean over critics) at the actions of Gaussian samples u [N, B, D] (``to_action``),

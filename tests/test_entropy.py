@@ -1,8 +1,9 @@
 """``ent_coef``: an entropy bonus in the WPO update, the Wasserstein gradient flow of E[Q] + α·H(π), whose velocity at
-each sample is ∇a Q − α·∇a log π(a); fixed, or learned as SAC's so that the entropy tracks ``target_entropy``. Off
-(0, the reference) it changes nothing (``tests/test_refactor_identity.py``); here: the velocity is the density's
-gradient, it spreads the policy where nothing else acts, SAC's learned weight moves the right way, and save / load
-and the divergence guard keep it."""
+each sample is ∇a Q − α·∇a log π(a); fixed, or learned as SAC's so that the entropy tracks ``target_entropy``; with
+``entropy_in_target``, in the critic's target too (SAC's soft backup). Off (0, the reference) it changes nothing
+(``tests/test_refactor_identity.py``); here: the velocity is the density's gradient, it spreads the policy where
+nothing else acts, SAC's learned weight moves the right way, the soft target subtracts α·log π̄ from V̄(s'), and
+save / load and the divergence guard keep it."""
 
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,34 @@ def test_a_learned_weight_follows_the_target_entropy(target_entropy: float, dire
     assert (weight - 0.5) * direction > 0.005
     assert model.logger.name_to_value["train/ent_coef"] == pytest.approx(weight, rel=0.05)
     assert model.logger.name_to_value["train/entropy"] == pytest.approx(0.5, abs=0.2)
+
+
+@pytest.mark.parametrize("target_aggregation", ["mean", "max"])
+def test_the_soft_target_subtracts_the_weighted_log_density_of_the_target_policys_actions(target_aggregation: str):
+    """V̄(s') = agg_n [min Q̄(s', a'_n) − α·log π̄(a'_n|s')], against the same target without the entropy: with fixed
+    samples (the target policy's mean plus 0.3 σ, then 1.1 σ), the two targets differ by what the formula says."""
+    model = make_model(ent_coef=0.3, num_samples=2, learning_starts=10, target_aggregation=target_aggregation)
+    model.learn(100)
+    assert model.replay_buffer is not None
+    data = model.replay_buffer.sample(64)
+    noise = th.tensor([0.3, 1.1]).view(2, 1, 1)
+    model._sample_actions = lambda mean, std: (mean + noise * std).detach()  # type: ignore[method-assign]
+
+    def target(entropy_in_target: bool) -> th.Tensor:
+        model.entropy_in_target = entropy_in_target
+        return model._sgd_step(data, update_actor=False)["target_q"]  # the targets' mean over the batch
+
+    plain, soft = target(False), target(True)
+    with th.no_grad():
+        mean, std = model.actor_target.distribution_params(data.next_observations)
+        samples = mean + noise * std
+        next_q = model.critic_target(data.next_observations, model.actor_target.to_action(samples)).min(dim=-1).values
+        soft_q = next_q - 0.3 * action_log_prob(samples, mean, std, tanh_actions=True)
+        aggregate = (lambda q: q.mean(dim=0)) if target_aggregation == "mean" else (lambda q: q.max(dim=0).values)
+        not_done = 1 - data.dones.squeeze(-1)
+        expected = (model.gamma * not_done * (aggregate(soft_q) - aggregate(next_q))).mean()
+    assert float(expected.abs()) > 0.01  # the entropy term is not negligible here
+    th.testing.assert_close(soft - plain, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_the_defaults_have_no_entropy_term():

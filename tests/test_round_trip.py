@@ -55,6 +55,7 @@ NON_DEFAULTS: dict[str, Any] = dict(
     policy_delay=3,
     ent_coef="auto_0.5",
     target_entropy=-0.5,
+    entropy_in_target=True,
     max_grad_norm=10.0,
     check_finite=False,
     stats_window_size=10,

@@ -115,6 +115,7 @@ BAD_ARGUMENTS = [
     ("ent_coef", dict(ent_coef=None), TypeError),
     ("target_entropy", dict(target_entropy="high"), ValueError),
     ("target_entropy", dict(target_entropy=NAN), ValueError),
+    ("entropy_in_target", dict(entropy_in_target=1), TypeError),
     ("max_grad_norm", dict(max_grad_norm=0.0), ValueError),
     ("max_grad_norm", dict(max_grad_norm=NAN), ValueError),
     ("check_finite", dict(check_finite="no"), TypeError),
@@ -184,6 +185,7 @@ BAD_COMBINATIONS = [
     ("train_freq", dict(env=make_vec_env(CountingEnv, n_envs=2), train_freq=(1, "episode"))),
     ("ent_coef", dict(ent_coef="auto")),  # an entropy bonus needs tanh actions
     ("ent_coef", dict(ent_coef=0.1)),
+    ("entropy_in_target", dict(entropy_in_target=True)),  # with no entropy bonus (ent_coef=0)
 ]
 
 
