@@ -126,6 +126,9 @@ VARIANTS.update(
             "wpo",
             {**S1U1_LN2, **TWO_CRITICS, "n_steps": 1, "policy_delay": 2, "dual_learning_rate": 0.01},
         ),
+        # Stage 10, the Control Suite: the candidate is behind SAC on cheetah-run (seed 0, 300k) where the first
+        # candidate (``wpo-s1u1-ln2``, the entry's 5-step returns) was level: the candidate with the entry's returns
+        "wpo-s1u1-ln2-2q-d2": ("wpo", {**S1U1_LN2, **TWO_CRITICS, "policy_delay": 2}),
         # Stage 10, humanoid-stand's untried pair: the entropy variant's free, entropy-held std with the learned
         # dual's step at ε. Both duals learned (0.01), both starting at softplus(0) and bounded alike (ε_std = ε_mean
         # = 0.01): "the std's penalty at the mean's" of ``-ent`` under learned duals
@@ -184,6 +187,7 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s1u1-ln2-2q-n1-d2-ent": "mediumseagreen",
     "wpo-s1u1-ln2-2q-n1-d2-hard": "orchid",
     "wpo-s1u1-ln2-2q-n1-d2-ent-hard": "darkgoldenrod",
+    "wpo-s1u1-ln2-2q-d2": "teal",
     "wpo-s1u1-ln2-2q-n1-d2-ent-hard-soft": "saddlebrown",
 }
 
