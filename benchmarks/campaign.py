@@ -63,6 +63,17 @@ LN2 = "net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU"  # the -ln2 n
 S1U1_LN2 = {**TUNING_BASE, "num_samples": 1, "policy_kwargs": f"dict({LN2})"}  # the first candidate, wpo-s1u1-ln2
 TWO_CRITICS = {"policy_kwargs": f"dict({LN2}, n_critics=2)"}
 POLYAK = {"tau": 0.005, "target_update_interval": 1}  # SAC's target updates
+# The candidate (two critics, 1-step returns, policy_delay=2) with SAC's exploration: tanh actions, a learned entropy
+# bonus and the std penalty's weight at the mean's (``-ent``); and with both duals learned, bounded alike (``-ent-hard``)
+ENTROPY = {
+    **S1U1_LN2,
+    "policy_kwargs": f"dict({LN2}, n_critics=2, tanh_actions=True)",
+    "n_steps": 1,
+    "policy_delay": 2,
+    "ent_coef": "auto",
+    "init_log_alpha_std": 0.0,
+}
+ENTROPY_HARD = {**ENTROPY, "dual_learning_rate": 0.01, "epsilon_std": 0.01}
 VARIANTS.update(
     {
         "wpo-s4u1": ("wpo", TUNING_BASE),
@@ -106,17 +117,7 @@ VARIANTS.update(
         # humanoid-stand, where no WPO setting leaves the floor and SAC's seed 0 does: SAC's exploration, an entropy
         # bonus with a learned weight (``ent_coef="auto"``, towards −dim(A)) on tanh actions, and the std free to
         # follow it (the std penalty's weight at the mean's, as ``-std``), on the candidate
-        "wpo-s1u1-ln2-2q-n1-d2-ent": (
-            "wpo",
-            {
-                **S1U1_LN2,
-                "policy_kwargs": f"dict({LN2}, n_critics=2, tanh_actions=True)",
-                "n_steps": 1,
-                "policy_delay": 2,
-                "ent_coef": "auto",
-                "init_log_alpha_std": 0.0,
-            },
-        ),
+        "wpo-s1u1-ln2-2q-n1-d2-ent": ("wpo", ENTROPY),
         # humanoid-stand's other reading: there ∇a Q is 100-1000x smaller than on MuJoCo (the reward scale), so the
         # fixed mean penalty (α ≈ 0.69) holds the policy's mean to a KL of about 1e-5 per update where ε_mean is 0.01:
         # the mean barely moves. A learned mean dual (Acme's dual learning rate, 0.01) brings the KL to ε whatever
@@ -132,34 +133,9 @@ VARIANTS.update(
         # Stage 10, humanoid-stand's untried pair: the entropy variant's free, entropy-held std with the learned
         # dual's step at ε. Both duals learned (0.01), both starting at softplus(0) and bounded alike (ε_std = ε_mean
         # = 0.01): "the std's penalty at the mean's" of ``-ent`` under learned duals
-        "wpo-s1u1-ln2-2q-n1-d2-ent-hard": (
-            "wpo",
-            {
-                **S1U1_LN2,
-                "policy_kwargs": f"dict({LN2}, n_critics=2, tanh_actions=True)",
-                "n_steps": 1,
-                "policy_delay": 2,
-                "ent_coef": "auto",
-                "init_log_alpha_std": 0.0,
-                "dual_learning_rate": 0.01,
-                "epsilon_std": 0.01,
-            },
-        ),
+        "wpo-s1u1-ln2-2q-n1-d2-ent-hard": ("wpo", ENTROPY_HARD),
         # and SAC's soft backup on top (``entropy_in_target``): the critic values the entropy to come, as SAC's does
-        "wpo-s1u1-ln2-2q-n1-d2-ent-hard-soft": (
-            "wpo",
-            {
-                **S1U1_LN2,
-                "policy_kwargs": f"dict({LN2}, n_critics=2, tanh_actions=True)",
-                "n_steps": 1,
-                "policy_delay": 2,
-                "ent_coef": "auto",
-                "init_log_alpha_std": 0.0,
-                "dual_learning_rate": 0.01,
-                "epsilon_std": 0.01,
-                "entropy_in_target": True,
-            },
-        ),
+        "wpo-s1u1-ln2-2q-n1-d2-ent-hard-soft": ("wpo", {**ENTROPY_HARD, "entropy_in_target": True}),
     }
 )
 COLORS = {  # each variant's color in the figures (campaign_report.py)
