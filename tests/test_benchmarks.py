@@ -284,11 +284,12 @@ def test_campaign_queue_order_and_names():
     # then the confirmation of the tuning screen's candidate: seed 0 on every task (where SAC leads first), then 1, 2
     confirmation = runs[5 * n_tasks + len(campaign.PROBES) :]
     assert confirmation == campaign.CONFIRMATION and len(confirmation) == 3 * n_tasks
-    candidate = campaign.CANDIDATE
-    assert candidate == campaign.CANDIDATES[-1] and candidate in campaign.VARIANTS
-    assert confirmation[:2] == [(candidate, cheetah, 0, 300_000), (candidate, "Walker2d-v5", 0, 300_000)]
+    mujoco, control_suite = campaign.FAMILY_CANDIDATES["mujoco"], campaign.FAMILY_CANDIDATES["dm_control"]
+    assert {mujoco, control_suite} <= set(campaign.CANDIDATES) <= set(campaign.VARIANTS)
+    assert confirmation[:2] == [(mujoco, cheetah, 0, 300_000), (mujoco, "Walker2d-v5", 0, 300_000)]
     assert [run[2] for run in confirmation] == [seed for seed in (0, 1, 2) for _ in range(n_tasks)]
-    assert confirmation[n_tasks - 2 : n_tasks] == [(candidate, cartpole, 0, 200_000), (candidate, humanoid, 0, 500_000)]
+    assert confirmation[n_tasks - 2 : n_tasks] == [(control_suite, cartpole, 0, 200_000), (control_suite, humanoid, 0, 500_000)]
+    assert {algo for algo, env_id, _, _ in confirmation if env_id.startswith("dm_control/")} == {control_suite}
     assert {(env_id, steps) for _, env_id, _, steps in confirmation} == set(campaign.TASKS)
     assert len({campaign.run_name(*run) for run in runs}) == len(runs)
 
@@ -961,7 +962,7 @@ def test_tuning_sets_each_screen_beside_sac_and_the_candidate_and_draws_unfinish
         return {"name": name, "algo": algo, "env_id": "HalfCheetah-v5", "seed": seed, "steps": steps, "curve": curve,
                 "machine": machine}  # fmt: skip
 
-    candidate = campaign.CANDIDATE
+    candidate = campaign.candidate("HalfCheetah-v5")
     for path, records in (
         (tmp_path / "campaign" / "runs.jsonl", [record("sac", 0, [1, 2, 3, 4, 5, 6]), record(candidate, 0, [1, 2, 3, 7, 8])]),
         (tmp_path / "tuning" / "runs.jsonl", [record("wpo-s1u1-ln2-std", 0, [1, 1, 1, 1, 2], cpu_s_per_step=0.02)]),
@@ -977,6 +978,6 @@ def test_tuning_sets_each_screen_beside_sac_and_the_candidate_and_draws_unfinish
     assert row[f"{former}_last3"] == [], "an earlier candidate keeps its column"
     assert row["cost_vs_sac"] == pytest.approx(2.0), "same machine: the ratio of train CPU per step"
     table = (tmp_path / "tuning" / "summary.md").read_text()
-    earlier_candidates = "- | " * (len(campaign.CANDIDATES) - 1)  # no confirmation runs of theirs here
-    assert f"| wpo-s1u1-ln2-std | HalfCheetah-v5 | 0 | 50,000 | 1 | 4 | - | {earlier_candidates}6 | 20.0 | 2.00 |" in table
+    confirmations = "".join("6 | " if name == candidate else "- | " for name in campaign.CANDIDATES)  # one column each
+    assert f"| wpo-s1u1-ln2-std | HalfCheetah-v5 | 0 | 50,000 | 1 | 4 | - | {confirmations}20.0 | 2.00 |" in table
     assert (tmp_path / "tuning" / "curves.png").stat().st_size > 0
