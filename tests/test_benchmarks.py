@@ -288,7 +288,8 @@ def test_campaign_queue_order_and_names():
     assert {mujoco, control_suite} <= set(campaign.CANDIDATES) <= set(campaign.VARIANTS)
     assert confirmation[:2] == [(mujoco, cheetah, 0, 300_000), (mujoco, "Walker2d-v5", 0, 300_000)]
     assert [run[2] for run in confirmation] == [seed for seed in (0, 1, 2) for _ in range(n_tasks)]
-    assert confirmation[n_tasks - 2 : n_tasks] == [(control_suite, cartpole, 0, 200_000), (control_suite, humanoid, 0, 500_000)]
+    last_two = [(control_suite, cartpole, 0, 200_000), (control_suite, humanoid, 0, 500_000)]
+    assert confirmation[n_tasks - 2 : n_tasks] == last_two
     assert {algo for algo, env_id, _, _ in confirmation if env_id.startswith("dm_control/")} == {control_suite}
     assert {(env_id, steps) for _, env_id, _, steps in confirmation} == set(campaign.TASKS)
     assert len({campaign.run_name(*run) for run in runs}) == len(runs)
