@@ -6,11 +6,13 @@ times come from runs that shared the machine with other work. Here each variant 
 ``learning_starts`` with random steps, and then whole ``learn()`` calls of ``--steps`` environment steps (collection
 and updates, as in a run; no evaluation) are timed, variants interleaved across repeats; CPU time of the process per
 environment step, min and median, and its ratio to SAC's. With several tasks (``--env``), each is measured in turn and
-the ratios' median over the tasks is given too (the goal of issue 26 reads the cost as that median). Results:
-results/tuning/cost.json and cost.md.
+the ratios' median over the tasks is given too (the goal of issue 26 reads the cost as that median). ``candidate``
+names each task's family candidate (``campaign.candidate``: MuJoCo's or the Control Suite's), so that the median is
+the one of the settings the confirmation runs. Results: results/tuning/cost.json and cost.md.
 
     python benchmarks/variant_cost.py --variants wpo wpo-s1u1 wpo-s2u1     # SAC is always measured; ~5 minutes
     python benchmarks/variant_cost.py --variants wpo-s1u1-ln2-2q-n1-d2 --env Hopper-v5 dm_control/walker-walk-v0
+    python benchmarks/variant_cost.py --variants candidate --env HalfCheetah-v5 dm_control/cheetah-run-v0
     python benchmarks/variant_cost.py --quick                              # smoke test
 
 Time nothing else meanwhile (pause background runs with kill -STOP); the load average is recorded.
@@ -33,11 +35,17 @@ import common
 import torch as th
 
 OUT = common.RESULTS / "tuning"
+CANDIDATE = "candidate"  # stands for each task's family candidate
+
+
+def resolve(name: str, env_id: str) -> str:
+    """The campaign variant ``name`` stands for on ``env_id``."""
+    return campaign.candidate(env_id) if name == CANDIDATE else name
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", nargs="+", default=["wpo", "wpo-s1u1"], choices=tuple(campaign.VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["wpo", "wpo-s1u1"], choices=(CANDIDATE, *campaign.VARIANTS))
     parser.add_argument("--env", nargs="+", default=["HalfCheetah-v5"], help="one task or several, measured in turn")
     parser.add_argument("--steps", type=int, default=1000, help="environment steps per timed learn() call")
     parser.add_argument("--repeats", type=int, default=5)
@@ -65,22 +73,25 @@ def cpu_per_step(model: Any, steps: int) -> float:
 
 
 def measure_task(env_id: str, names: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Each variant's CPU time per step on one task, SAC's first in ``names``."""
+    """Each variant's CPU time per step on one task, SAC's first in ``names``, keyed by the name asked for (the
+    variant measured is the row's ``variant``)."""
     from tqdm import tqdm
 
     per_step: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="sb3-wpo-cost-") as folder:
-        models = {name: filled_model(name, env_id, Path(folder) / name) for name in tqdm(names, desc=f"{env_id}: fill")}
+        fill = tqdm(names, desc=f"{env_id}: fill")
+        models = {name: filled_model(resolve(name, env_id), env_id, Path(folder) / name) for name in fill}
         with tqdm(total=args.repeats * len(names), desc=f"{env_id}: timed learn() calls") as progress:
             for _, name in common.interleaved_order(names, args.repeats):
                 per_step[name].append(cpu_per_step(models[name], args.steps))
                 progress.update()
     rows: dict[str, dict[str, Any]] = {
         name: {
+            "variant": resolve(name, env_id),
             "cpu_ms_per_step_min": 1e3 * min(values),
             "cpu_ms_per_step_median": 1e3 * statistics.median(values),
             "cpu_ms_per_step_all": [1e3 * value for value in values],
-            "hyperparams": campaign.VARIANTS[name][1],
+            "hyperparams": campaign.VARIANTS[resolve(name, env_id)][1],
         }
         for name, values in per_step.items()
     }
@@ -119,16 +130,18 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "|---|---|---|---|",
     ]
     for env_id, rows in tasks.items():
-        for name, row in rows.items():
+        for row in rows.values():
             lines.append(
-                f"| {env_id} | {name} | {row['cpu_ms_per_step_min']:.2f} / {row['cpu_ms_per_step_median']:.2f} | "
+                f"| {env_id} | {row['variant']} | {row['cpu_ms_per_step_min']:.2f} / {row['cpu_ms_per_step_median']:.2f} | "
                 f"{row['over_sac_min']:.2f} / {row['over_sac_median']:.2f} |"
             )
     if len(tasks) > 1:
         lines += ["", f"Median over the {len(tasks)} tasks of the ratio to SAC's:", "", "| variant | × SAC's (min / median) |"]
         lines.append("|---|---|")
         for name, ratio in results["median_over_tasks"].items():
-            lines.append(f"| {name} | {ratio['min']:.2f} / {ratio['median']:.2f} |")
+            variants = sorted({rows[name]["variant"] for rows in tasks.values()})
+            label = f"{name}: {', '.join(variants)}" if name == CANDIDATE else name
+            lines.append(f"| {label} | {ratio['min']:.2f} / {ratio['median']:.2f} |")
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -982,3 +982,31 @@ def test_tuning_sets_each_screen_beside_sac_and_the_candidate_and_draws_unfinish
     confirmations = "".join("6 | " if name == candidate else "- | " for name in campaign.CANDIDATES)  # one column each
     assert f"| wpo-s1u1-ln2-std | HalfCheetah-v5 | 0 | 50,000 | 1 | 4 | - | {confirmations}20.0 | 2.00 |" in table
     assert (tmp_path / "tuning" / "curves.png").stat().st_size > 0
+
+
+def test_variant_cost_measures_each_tasks_family_candidate_and_the_median_of_the_ratios(monkeypatch, tmp_path):
+    import variant_cost
+
+    built = []
+
+    def filled_model(variant: str, env_id: str, folder: Path) -> tuple[str, str]:
+        built.append((variant, env_id))
+        return variant, env_id
+
+    mujoco, control_suite = campaign.FAMILY_CANDIDATES["mujoco"], campaign.FAMILY_CANDIDATES["dm_control"]
+    ms_per_step = {"sac": 10.0, mujoco: 12.0, control_suite: 5.0}
+    monkeypatch.setattr(variant_cost, "filled_model", filled_model)
+    monkeypatch.setattr(variant_cost, "cpu_per_step", lambda model, steps: ms_per_step[model[0]] / 1e3)
+    envs = ["HalfCheetah-v5", "dm_control/cheetah-run-v0", "Hopper-v5"]
+    args = argparse.Namespace(variants=["candidate"], env=envs, steps=10, repeats=2, out=tmp_path)
+    results = variant_cost.measure(args)
+    assert sorted(built) == sorted([(name, env_id) for env_id in envs for name in ("sac", campaign.candidate(env_id))])
+    cheetah_run = results["tasks"]["dm_control/cheetah-run-v0"]["candidate"]
+    assert cheetah_run["variant"] == control_suite != mujoco
+    assert cheetah_run["over_sac_median"] == pytest.approx(0.5)
+    assert results["median_over_tasks"]["candidate"]["median"] == pytest.approx(1.2), "median of 1.2, 0.5, 1.2"
+    variant_cost.write_markdown(results, tmp_path / "cost.md")
+    table = (tmp_path / "cost.md").read_text()
+    both = ", ".join(sorted({mujoco, control_suite}))
+    assert f"| dm_control/cheetah-run-v0 | {control_suite} | 5.00 / 5.00 | 0.50 / 0.50 |" in table
+    assert f"| candidate: {both} | 1.20 / 1.20 |" in table
