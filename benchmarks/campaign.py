@@ -136,6 +136,23 @@ VARIANTS.update(
         "wpo-s1u1-ln2-2q-n1-d2-ent-hard": ("wpo", ENTROPY_HARD),
         # and SAC's soft backup on top (``entropy_in_target``): the critic values the entropy to come, as SAC's does
         "wpo-s1u1-ln2-2q-n1-d2-ent-hard-soft": ("wpo", {**ENTROPY_HARD, "entropy_in_target": True}),
+        # Stage 11, humanoid-stand: at the floor SAC's critic is optimistic (Q 6-47 where the returns are worth about
+        # 0.5) and steep (|∇a Q| 0.11-0.24, WPO's 0.002-0.008), both from its soft backup, while its std in u stays
+        # near 0.5 (its entropy weight falls to about 0.001). So: the Control Suite's candidate (``-hard``) with SAC's
+        # soft backup (tanh actions, ``ent_coef="auto"``, ``entropy_in_target``) and the std pinned at 0.5 as in the
+        # candidate, which -ent-hard's runaway std argues for
+        "wpo-s1u1-ln2-2q-n1-d2-hard-soft": (
+            "wpo",
+            {
+                **S1U1_LN2,
+                "policy_kwargs": f"dict({LN2}, n_critics=2, tanh_actions=True)",
+                "n_steps": 1,
+                "policy_delay": 2,
+                "dual_learning_rate": 0.01,
+                "ent_coef": "auto",
+                "entropy_in_target": True,
+            },
+        ),
     }
 )
 COLORS = {  # each variant's color in the figures (campaign_report.py)
