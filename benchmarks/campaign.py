@@ -63,16 +63,14 @@ LN2 = "net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU"  # the -ln2 n
 S1U1_LN2 = {**TUNING_BASE, "num_samples": 1, "policy_kwargs": f"dict({LN2})"}  # the first candidate, wpo-s1u1-ln2
 TWO_CRITICS = {"policy_kwargs": f"dict({LN2}, n_critics=2)"}
 POLYAK = {"tau": 0.005, "target_update_interval": 1}  # SAC's target updates
-# The candidate (two critics, 1-step returns, policy_delay=2) with SAC's exploration: tanh actions, a learned entropy
-# bonus and the std penalty's weight at the mean's (``-ent``); and with both duals learned, bounded alike (``-ent-hard``)
-ENTROPY = {
-    **S1U1_LN2,
-    "policy_kwargs": f"dict({LN2}, n_critics=2, tanh_actions=True)",
-    "n_steps": 1,
-    "policy_delay": 2,
-    "ent_coef": "auto",
-    "init_log_alpha_std": 0.0,
-}
+TWO_CRITICS_TANH = {"policy_kwargs": f"dict({LN2}, n_critics=2, tanh_actions=True)"}
+# The MuJoCo candidate, wpo-s1u1-ln2-2q-n1-d2 (two critics, 1-step returns, policy_delay=2), and the Control Suite's,
+# ``-hard`` (a learned mean dual)
+CANDIDATE_2Q_N1_D2 = {**S1U1_LN2, **TWO_CRITICS, "n_steps": 1, "policy_delay": 2}
+HARD = {**CANDIDATE_2Q_N1_D2, "dual_learning_rate": 0.01}
+# The candidate with SAC's exploration: tanh actions, a learned entropy bonus and the std penalty's weight at the
+# mean's (``-ent``); and with both duals learned, bounded alike (``-ent-hard``)
+ENTROPY = {**CANDIDATE_2Q_N1_D2, **TWO_CRITICS_TANH, "ent_coef": "auto", "init_log_alpha_std": 0.0}
 ENTROPY_HARD = {**ENTROPY, "dual_learning_rate": 0.01, "epsilon_std": 0.01}
 VARIANTS.update(
     {
@@ -113,7 +111,7 @@ VARIANTS.update(
         "wpo-s1u1-ln2-n3": ("wpo", {**S1U1_LN2, "n_steps": 3}),
         # Two critics (the min of SAC's against the overestimation one critic shows on Walker2d-v5 with 1-step
         # returns: campaign/summary.md's critics table) at one critic's cost: the policy updated at every second step
-        "wpo-s1u1-ln2-2q-n1-d2": ("wpo", {**S1U1_LN2, **TWO_CRITICS, "n_steps": 1, "policy_delay": 2}),
+        "wpo-s1u1-ln2-2q-n1-d2": ("wpo", CANDIDATE_2Q_N1_D2),
         # humanoid-stand, where no WPO setting leaves the floor and SAC's seed 0 does: SAC's exploration, an entropy
         # bonus with a learned weight (``ent_coef="auto"``, towards −dim(A)) on tanh actions, and the std free to
         # follow it (the std penalty's weight at the mean's, as ``-std``), on the candidate
@@ -123,10 +121,7 @@ VARIANTS.update(
         # the mean barely moves. A learned mean dual (Acme's dual learning rate, 0.01) brings the KL to ε whatever
         # the reward scale; the std's dual starts at 1e4 and stays there in such a budget, so the std is pinned as
         # in the candidate
-        "wpo-s1u1-ln2-2q-n1-d2-hard": (
-            "wpo",
-            {**S1U1_LN2, **TWO_CRITICS, "n_steps": 1, "policy_delay": 2, "dual_learning_rate": 0.01},
-        ),
+        "wpo-s1u1-ln2-2q-n1-d2-hard": ("wpo", HARD),
         # Stage 10, the Control Suite: the candidate is behind SAC on cheetah-run (seed 0, 300k) where the first
         # candidate (``wpo-s1u1-ln2``, the entry's 5-step returns) was level: the candidate with the entry's returns
         "wpo-s1u1-ln2-2q-d2": ("wpo", {**S1U1_LN2, **TWO_CRITICS, "policy_delay": 2}),
@@ -143,15 +138,7 @@ VARIANTS.update(
         # candidate, which -ent-hard's runaway std argues for
         "wpo-s1u1-ln2-2q-n1-d2-hard-soft": (
             "wpo",
-            {
-                **S1U1_LN2,
-                "policy_kwargs": f"dict({LN2}, n_critics=2, tanh_actions=True)",
-                "n_steps": 1,
-                "policy_delay": 2,
-                "dual_learning_rate": 0.01,
-                "ent_coef": "auto",
-                "entropy_in_target": True,
-            },
+            {**HARD, **TWO_CRITICS_TANH, "ent_coef": "auto", "entropy_in_target": True},
         ),
     }
 )
@@ -182,6 +169,7 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s1u1-ln2-2q-n1-d2-ent-hard": "darkgoldenrod",
     "wpo-s1u1-ln2-2q-d2": "teal",
     "wpo-s1u1-ln2-2q-n1-d2-ent-hard-soft": "saddlebrown",
+    "wpo-s1u1-ln2-2q-n1-d2-hard-soft": "olivedrab",
 }
 
 # The issue's order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so
@@ -234,6 +222,8 @@ FAMILY_CANDIDATES = {"mujoco": "wpo-s1u1-ln2-2q-n1-d2", "dm_control": "wpo-s1u1-
 
 
 def family(env_id: str) -> str:
+    """The family of one of the campaign's tasks (``TASKS``), named as wpo.yml's entries. ``sb3_wpo.zoo.task_family``
+    answers for any registered task but needs shimmy and dm_control imported, which this module's import does not."""
     return "dm_control" if env_id.startswith("dm_control/") else "mujoco"
 
 

@@ -77,21 +77,22 @@ def measure_task(env_id: str, names: list[str], args: argparse.Namespace) -> dic
     variant measured is the row's ``variant``)."""
     from tqdm import tqdm
 
+    variants = {name: resolve(name, env_id) for name in names}
     per_step: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="sb3-wpo-cost-") as folder:
         fill = tqdm(names, desc=f"{env_id}: fill")
-        models = {name: filled_model(resolve(name, env_id), env_id, Path(folder) / name) for name in fill}
+        models = {name: filled_model(variants[name], env_id, Path(folder) / name) for name in fill}
         with tqdm(total=args.repeats * len(names), desc=f"{env_id}: timed learn() calls") as progress:
             for _, name in common.interleaved_order(names, args.repeats):
                 per_step[name].append(cpu_per_step(models[name], args.steps))
                 progress.update()
     rows: dict[str, dict[str, Any]] = {
         name: {
-            "variant": resolve(name, env_id),
+            "variant": variants[name],
             "cpu_ms_per_step_min": 1e3 * min(values),
             "cpu_ms_per_step_median": 1e3 * statistics.median(values),
             "cpu_ms_per_step_all": [1e3 * value for value in values],
-            "hyperparams": campaign.VARIANTS[resolve(name, env_id)][1],
+            "hyperparams": campaign.VARIANTS[variants[name]][1],
         }
         for name, values in per_step.items()
     }

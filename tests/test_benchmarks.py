@@ -292,6 +292,7 @@ def test_campaign_queue_order_and_names():
     assert confirmation[n_tasks - 2 : n_tasks] == last_two
     assert {algo for algo, env_id, _, _ in confirmation if env_id.startswith("dm_control/")} == {control_suite}
     assert {(env_id, steps) for _, env_id, _, steps in confirmation} == set(campaign.TASKS)
+    assert set(campaign.VARIANTS) <= set(campaign.COLORS), "every variant has a color in the figures"
     assert len({campaign.run_name(*run) for run in runs}) == len(runs)
 
 
