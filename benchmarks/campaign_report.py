@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import campaign
 import common
 import numpy as np
-from campaign import CANDIDATES, COLORS, SEEDS, TASKS, VARIANTS, planned_runs, run_name
+from campaign import CANDIDATES, COLORS, FAMILY_CANDIDATES, SEEDS, TASKS, VARIANTS, candidate, planned_runs, run_name
 
 # Published anchors (not run here), drawn beside the curves. TD-MPC2's SAC (results/sac/*.csv of
 # nicklashansen/tdmpc2, 3 seeds, mean at 500k steps); rl-baselines3-zoo benchmark.md SAC (1M steps, v3 envs).
@@ -360,6 +360,28 @@ def verdicts(records: list[dict[str, Any]], algo: str = "wpo") -> list[dict[str,
     return rows
 
 
+def shipped_verdicts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per task with SAC runs: wpo.yml's entry for it (its family's candidate, ``campaign.candidate``) against SAC, as
+    ``verdicts``; ``not run`` while that entry has no finished run on the task."""
+    rows = {(row["env_id"], row["algo"]): row for algo in FAMILY_CANDIDATES.values() for row in verdicts(records, algo)}
+    shipped = []
+    for env_id, _ in TASKS:
+        if (env_id, candidate(env_id)) in rows:
+            shipped.append(rows[env_id, candidate(env_id)])
+            continue
+        sac = [last3_mean(r) for r in records if (r["env_id"], r["algo"]) == (env_id, "sac")]
+        if sac:
+            row = {"env_id": env_id, "algo": candidate(env_id), "wpo_last3": [], "sac_last3": sac, "verdict": "not run"}
+            shipped.append({**row, "all_seeds": False})
+    return shipped
+
+
+def label(algo: str) -> str:
+    """How the reports name a variant: ``wpo`` (the reference's example settings, which wpo.yml's MuJoCo and Control
+    Suite entries held until the tuning screen) by what it is, the others by their names."""
+    return "WPO, reference example" if algo == "wpo" else algo.upper()
+
+
 def probe_comparisons(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each finished probe beside every finished WPO and SAC seed of its task at the probe's last evaluation (a probe
     runs a shorter budget, so the table's final returns do not compare; and one probe seed is read against the spread
@@ -412,10 +434,12 @@ def report() -> None:
     meta = common.provenance()
     rows = summarize(records) if records else []
     task_verdicts = verdicts(records)
-    candidate_verdicts = [row for candidate in CANDIDATES for row in verdicts(records, candidate)]
+    shipped = shipped_verdicts(records)
+    candidate_verdicts = [row for algo in CANDIDATES for row in verdicts(records, algo)]
     probes = probe_comparisons(records)
     summary = {
         "groups": rows,
+        "shipped_verdicts": shipped,
         "verdicts": task_verdicts,
         "candidate_verdicts": candidate_verdicts,
         "probes": probes,
@@ -436,19 +460,23 @@ def report() -> None:
             reached = f"{median:,.0f} ({updates:,.0f})" if median is not None else "not reached"
             to_threshold = f"≥ {row['threshold']:g}: {reached} ({row['seeds_reaching_threshold']}/{len(row['seeds'])})"
         lines.append(
-            f"| {row['env_id']} | {row['algo'].upper()} | {row['steps']:,} | {len(row['seeds'])} | "
+            f"| {row['env_id']} | {label(row['algo'])} | {row['steps']:,} | {len(row['seeds'])} | "
             f"{row['final_mean']:.1f} ± {row['final_std']:.1f} | {row['last3_mean']:.1f} ± {row['last3_std']:.1f} | "
             f"{to_threshold} | {row['train_cpu_h_median']:.2f}, {' / '.join(row['machines'])} | {anchor[0]}: {anchor[1]} |"
         )
     lines += [
         "",
+        "WPO against SAC per task: first wpo.yml's entries (each family's candidate), then the reference's example "
+        "settings and the tuning screen's other candidates.",
+        "",
         "| task | WPO, last 3 evals per seed | SAC, last 3 evals per seed | "
         f"WPO is ({VERDICT_MARGIN:.0%} margin, every seed) |",
         "|---|---|---|---|",
     ]
-    for row in task_verdicts + candidate_verdicts:
+    others = [row for row in candidate_verdicts if row["algo"] != candidate(row["env_id"])]
+    for row in shipped + task_verdicts + others:
         wpo, sac = (", ".join(f"{value:.1f}" for value in row[key]) for key in ("wpo_last3", "sac_last3"))
-        lines.append(f"| {row['env_id']} | {row['algo'].upper()}: {wpo} | {sac} | {verdict_cell(row)} |")
+        lines.append(f"| {row['env_id']} | {label(row['algo'])}: {wpo or '—'} | {sac} | {verdict_cell(row)} |")
     if probes:
         header = "| probe | task | seed | steps | probe's eval | WPO's evals there, per seed | SAC's evals there, per seed |"
         lines += ["", header, "|" + "---|" * 7]
@@ -487,11 +515,12 @@ def report() -> None:
         fig.subplots_adjust(bottom=0.17, left=0.06, right=0.98, wspace=0.08)
         common.save_figure(fig, campaign.OUT / f"curves_{env_id.replace('/', '-')}.png", meta)
 
-    # The whole campaign in one figure: a panel per task, titled with the verdict so far
+    # The whole campaign in one figure: a panel per task, titled with the verdict so far; the tuning's other variants
+    # are in the tasks' own figures
     fig, axes = plt.subplots(2, (len(TASKS) + 1) // 2, figsize=(19, 8.5))
-    titles = panel_titles(records, in_progress, task_verdicts)
+    titles = panel_titles(records, in_progress, shipped)
     for ax, (env_id, steps) in zip(axes.flat, TASKS, strict=False):
-        draw_runs(env_id, groups, ax)
+        draw_runs(env_id, groups, ax, algos=(candidate(env_id), "wpo", "sac"))
         ax.set_title(titles[env_id], fontsize=9)
         ax.set_xlim(0, steps)
         ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1000:g}k")
@@ -541,7 +570,11 @@ def result_runs(name: str, folder: Path | None = None) -> list[dict[str, Any]]:
 
 def verdict_cell(row: dict[str, Any]) -> str:
     """A task's verdict (a row of ``verdicts``), with the seeds it rests on while some are still missing."""
-    state = "" if row["all_seeds"] else f" (so far: {len(row['wpo_last3'])} WPO, {len(row['sac_last3'])} SAC seeds)"
+    state = (
+        ""
+        if row["all_seeds"] or not row["wpo_last3"]
+        else f" (so far: {len(row['wpo_last3'])} WPO, {len(row['sac_last3'])} SAC seeds)"
+    )
     return f"{row['verdict']}{state}"
 
 
@@ -553,7 +586,7 @@ def share(value: float | None) -> str:
 def run_labels() -> dict[str, str]:
     """``humanoid-stand-v0 WPO seed 1`` for each planned run's folder name."""
     return {
-        run_name(algo, env_id, seed, steps): f"{env_id.removeprefix('dm_control/')} {algo.upper()} seed {seed}"
+        run_name(algo, env_id, seed, steps): f"{env_id.removeprefix('dm_control/')} {label(algo)} seed {seed}"
         for algo, env_id, seed, steps in planned_runs()
     }
 
@@ -636,31 +669,41 @@ def noise_table(noise: dict[str, Any], task_verdicts: list[dict[str, Any]]) -> l
 def overview_key(records: list[dict[str, Any]]) -> str:
     """The overview's key, with the evaluation schedule the finished runs used and the verdict's margin."""
     schedules = sorted({(r["n_eval_episodes"], r["eval_freq"]) for r in records if "eval_freq" in r})
-    schedule = " or ".join(f"{episodes}\ndeterministic episodes every {freq / 1000:g}k steps" for episodes, freq in schedules)
-    schedule = schedule or "a schedule of\nits own"
+    schedule = " or ".join(f"{episodes} deterministic\nepisodes every {freq / 1000:g}k steps" for episodes, freq in schedules)
+    schedule = schedule or "a schedule of its\nown"
     return (
-        "One line per seed: WPO (red, hyperparams/wpo.yml: the\nreference's example settings) and SB3's SAC (blue,\n"
-        f"rl-zoo3's MuJoCo settings), each evaluated on {schedule}. Solid: finished;\n"
-        "dashed: in progress; dotted: checkpoint lost.\nVerdict: every seed's mean of its last 3 evaluations\n"
-        f"{VERDICT_MARGIN:.0%} above (ahead) or below (behind) every SAC seed's,\nelse level. Per task, against gradient "
-        "updates too:\ncurves_<task>.png; the numbers: summary.md."
+        "One line per seed: WPO with wpo.yml's entry (its family's\n"
+        "tuned candidate), WPO with the reference's example\n"
+        "settings (red) and SB3's SAC (blue, rl-zoo3's MuJoCo\n"
+        f"settings), each evaluated on {schedule}.\n"
+        "Solid: finished; dashed: in progress; dotted: checkpoint lost.\n"
+        "Verdict (wpo.yml's entry): every seed's mean of its last 3\n"
+        f"evaluations {VERDICT_MARGIN:.0%} above (ahead) or below (behind) every\n"
+        "SAC seed's, else level. Per task, against gradient updates\n"
+        "too: curves_<task>.png; the numbers: summary.md."
     )
 
 
-def draw_runs(env_id: str, groups: list[tuple[list[dict[str, Any]], str, str]], by_steps: Any, by_updates: Any = None) -> None:
-    """A line per seed of each algorithm on ``env_id`` (style by group: finished, in progress, lost), against
+def draw_runs(
+    env_id: str,
+    groups: list[tuple[list[dict[str, Any]], str, str]],
+    by_steps: Any,
+    by_updates: Any = None,
+    algos: tuple[str, ...] = tuple(VARIANTS),
+) -> None:
+    """A line per seed of each of ``algos`` on ``env_id`` (style by group: finished, in progress, lost), against
     environment steps and, on ``by_updates``, against gradient updates; the task's anchor and threshold."""
-    for algo in VARIANTS:
+    for algo in algos:
         for group, style, state in groups:
             runs = [r for r in group if r["env_id"] == env_id and r["algo"] == algo and r["curve"]]
             for index, r in enumerate(runs):
                 steps = [p["timesteps"] for p in r["curve"]]
                 values = [p["eval_mean"] for p in r["curve"]]
-                label = f"{algo.upper()} ({len(runs)} seed{'s' * (len(runs) != 1)}, {state})" if index == 0 else None
-                by_steps.plot(steps, values, style, color=COLORS[algo], alpha=0.8, lw=1.2, label=label)
+                name = f"{label(algo)} ({len(runs)} seed{'s' * (len(runs) != 1)}, {state})" if index == 0 else None
+                by_steps.plot(steps, values, style, color=COLORS[algo], alpha=0.8, lw=1.2, label=name)
                 if by_updates is not None:
                     updates = gradient_updates(algo, env_id, steps, r.get("hyperparams"))
-                    by_updates.plot(updates, values, style, color=COLORS[algo], alpha=0.8, lw=1.2, label=label)
+                    by_updates.plot(updates, values, style, color=COLORS[algo], alpha=0.8, lw=1.2, label=name)
     if env_id in ANCHORS:
         text, value = ANCHORS[env_id]
         by_steps.axhline(value, color="0.4", ls=":", lw=1, label=text)
@@ -673,14 +716,15 @@ def draw_runs(env_id: str, groups: list[tuple[list[dict[str, Any]], str, str]], 
 def panel_titles(
     records: list[dict[str, Any]], in_progress: list[dict[str, Any]], task_verdicts: list[dict[str, Any]]
 ) -> dict[str, str]:
-    """Per task: its name and where it stands: WPO's verdict against SAC with the WPO+SAC seeds it rests on; else
-    running, finished by one algorithm only, checkpoint lost (to run again), or not started."""
-    verdict = {row["env_id"]: row for row in task_verdicts}
+    """Per task: its name and where it stands: WPO's verdict against SAC (wpo.yml's entry, a row of
+    ``shipped_verdicts``, where it has run) with the WPO+SAC seeds it rests on; else running, finished by one algorithm
+    only, checkpoint lost (to run again), or not started."""
+    verdict = {row["env_id"]: row for row in task_verdicts if row["verdict"] != "not run"}
     titles = {}
     for env_id, _ in TASKS:
         lost = [r for r in in_progress if r["env_id"] == env_id and r.get("lost")]
         running = [r for r in in_progress if r["env_id"] == env_id and not r.get("lost")]
-        done = sorted({r["algo"].upper() for r in records if r["env_id"] == env_id})
+        done = sorted({label(r["algo"]) for r in records if r["env_id"] == env_id})
         if env_id in verdict:
             row = verdict[env_id]
             seeds = f"{len(row['wpo_last3'])}+{len(row['sac_last3'])} seeds"

@@ -3,7 +3,8 @@
 Parts (one torch thread everywhere; variants interleaved across repeats; min and median reported):
 1. update: ``model.train()`` updates, batch 256, at Pendulum sizes (obs 3, act 1, with hyperparams/wpo.yml's
    Pendulum-v1 entry: N=8, [256, 256] ReLU) and at HalfCheetah and humanoid sizes (17/6 and 67/21, with its
-   HalfCheetah-v5 entry, the reference's example: N=20, LayerNorm [256, 256, 256] ELU), on a random replay buffer.
+   HalfCheetah-v5 entry with the reference's example settings, ``campaign.REFERENCE_EXAMPLE``: N=20, LayerNorm
+   [256, 256, 256] ELU, which the entry held when these were measured), on a random replay buffer.
    Each variant runs in its own child process, because the allocator setting is process-wide:
    ``glibc default`` (sb3_wpo.allocator switched off: the update as it was before it) and ``kept`` (as shipped).
    The child also counts page faults per update and measures the single-thread matmul rate, so that an update's
@@ -35,14 +36,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import campaign
 import common
 import gymnasium as gym
 import numpy as np
 
-SIZES = {  # name: (obs_dim, act_dim, wpo.yml entry)
-    "Pendulum (3/1)": (3, 1, "Pendulum-v1"),
-    "HalfCheetah (17/6)": (17, 6, "HalfCheetah-v5"),
-    "humanoid (67/21)": (67, 21, "HalfCheetah-v5"),
+SIZES = {  # name: (obs_dim, act_dim, wpo.yml entry, settings replacing the entry's)
+    "Pendulum (3/1)": (3, 1, "Pendulum-v1", {}),
+    "HalfCheetah (17/6)": (17, 6, "HalfCheetah-v5", campaign.REFERENCE_EXAMPLE),
+    "humanoid (67/21)": (67, 21, "HalfCheetah-v5", campaign.REFERENCE_EXAMPLE),
 }
 ALLOCATORS = ("glibc default", "kept")
 ZOO_VARIANTS = {  # name: (algo, allocator setting on)
@@ -105,11 +107,11 @@ def random_env_id(obs_dim: int, act_dim: int) -> str:
 
 
 def wpo_at_size(size: str, **overrides: Any) -> Any:
-    """WPO with the wpo.yml entry of ``size`` (``overrides`` replacing its values) on a random environment of its sizes,
-    built by the zoo."""
-    obs_dim, act_dim, entry_id = SIZES[size]
+    """WPO with the wpo.yml entry of ``size`` and its settings (``overrides`` replacing their values) on a random
+    environment of its sizes, built by the zoo."""
+    obs_dim, act_dim, entry_id, settings = SIZES[size]
     entry = {k: v for k, v in common.raw_hyperparams("wpo", entry_id).items() if k != "hyperparams_from"}
-    model, _ = common.zoo_model("wpo", random_env_id(obs_dim, act_dim), 0, entry, overrides)
+    model, _ = common.zoo_model("wpo", random_env_id(obs_dim, act_dim), 0, entry, {**settings, **overrides})
     return model
 
 
@@ -119,7 +121,7 @@ def child_update(size: str, allocator: str, timings: int, updates: int) -> dict[
 
     th.set_num_threads(1)
     switch_allocator(allocator == "kept")
-    obs_dim, act_dim, _ = SIZES[size]
+    obs_dim, act_dim, _, _ = SIZES[size]
     fill = 2000
     model = wpo_at_size(size, learning_starts=fill)
     model.learn(fill)

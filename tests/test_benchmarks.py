@@ -438,21 +438,66 @@ def test_campaign_snapshot_keeps_the_curve_of_a_run_whose_checkpoint_is_gone(tmp
 def test_campaign_variant_runs_the_zoo_entry_with_its_overrides(tmp_path: Path):
 
     model, hyperparams = campaign.make_experiment("wpo-utd1", "Pendulum-v1", 0, 100, tmp_path).setup_experiment()
-    assert model.train_freq.frequency == 1 and hyperparams["train_freq"] == 1  # the Pendulum-v1 entry has 2
+    assert model.train_freq.frequency == 1 and hyperparams["train_freq"] == 1  # the reference's example has 4
+    assert model.num_samples == 20 and model.n_steps == 5, "the reference's example replaces the entry's settings"
     entry = common.raw_hyperparams("wpo", "Pendulum-v1")
-    assert model.num_samples == entry["num_samples"] and model.n_steps == entry["n_steps"], "the rest of the entry is kept"
+    assert hyperparams["n_timesteps"] == entry["n_timesteps"], "the entry's budget is kept"
     assert campaign_report.gradient_updates("wpo-utd1", "dm_control/humanoid-stand-v0", [50_000]) == [40_000]
     model, hyperparams = campaign.make_experiment("wpo-std0.2", "HalfCheetah-v5", 0, 100, tmp_path).setup_experiment()
     assert model.actor.init_std == 0.2 and model.actor.layer_norm and model.actor.net_arch == [256, 256, 256]
-    assert hyperparams["target_aggregation"] == "max", "the rest of the entry is kept"
-    # The variant repeats the entry's policy_kwargs (the zoo replaces the whole value): it must not drift from it
-    entry = yaml.safe_load(Path(common.zoo_file("wpo")).read_text())["HalfCheetah-v5"]["policy_kwargs"]
-    assert campaign.VARIANTS["wpo-std0.2"][1]["policy_kwargs"] == entry.removesuffix(")") + ", init_std=0.2)"
+    assert hyperparams["target_aggregation"] == "max" and model.num_samples == 20, "the rest of the reference's example"
+    reference = campaign.REFERENCE_EXAMPLE["policy_kwargs"]
+    assert campaign.VARIANTS["wpo-std0.2"][1]["policy_kwargs"] == reference.removesuffix(")") + ", init_std=0.2)"
     # The tanh variant is the candidate with one factor changed
     model, _ = campaign.make_experiment("wpo-s1u1-ln2-tanh", "HalfCheetah-v5", 0, 100, tmp_path).setup_experiment()
     assert model.actor.tanh_actions and model.num_samples == 1 and model.actor.net_arch == [256, 256]
     candidate, tanh = campaign.VARIANTS["wpo-s1u1-ln2"][1], campaign.VARIANTS["wpo-s1u1-ln2-tanh"][1]
     assert tanh == {**candidate, "policy_kwargs": candidate["policy_kwargs"].removesuffix(")") + ", tanh_actions=True)"}
+
+
+# What a campaign variant leaves to wpo.yml's entry: the budget, the warm-up, the policy class, the env wrapper
+LEFT_TO_THE_ENTRY = {"n_timesteps", "policy", "learning_starts", "env_wrapper"}
+
+
+def test_campaign_variants_run_the_same_settings_whatever_wpo_yml_holds():
+    """A variant (and so a finished run's label, a resumed run) means the same settings after wpo.yml's entries
+    change: every WPO variant sets each key the family entries tune."""
+    entries = yaml.safe_load(common.zoo_file("wpo").read_text())
+    for family in campaign.FAMILY_CANDIDATES:
+        assert set(entries[family]) - LEFT_TO_THE_ENTRY <= set(campaign.REFERENCE_EXAMPLE), family
+    for name, (algo, overrides) in campaign.VARIANTS.items():
+        if algo == "wpo":
+            assert set(campaign.REFERENCE_EXAMPLE) <= set(overrides), f"{name} leaves some of its settings to wpo.yml"
+
+
+def test_wpo_yml_ships_each_familys_candidate():
+    """wpo.yml's entry of each campaign task is its family's candidate: the candidate's settings change nothing in it,
+    so that the README's results rows (the candidates' runs) are the entries' results."""
+    for env_id, _ in campaign.TASKS:
+        entry = {k: v for k, v in common.raw_hyperparams("wpo", env_id).items() if k != "hyperparams_from"}
+        overrides = campaign.VARIANTS[campaign.candidate(env_id)][1]
+        assert {**entry, **overrides} == entry, env_id
+    dm_control, mujoco = (campaign.VARIANTS[campaign.FAMILY_CANDIDATES[family]][1] for family in ("dm_control", "mujoco"))
+    assert dm_control != mujoco
+
+
+def test_campaign_reports_wpo_yml_s_entry_per_task_and_says_where_it_has_not_run():
+    def record(algo: str, env_id: str, last: float) -> dict[str, Any]:
+        return {"algo": algo, "env_id": env_id, "curve": [{"eval_mean": last}] * 3}
+
+    humanoid, cartpole, hopper = "dm_control/humanoid-stand-v0", "dm_control/cartpole-swingup-v0", "Hopper-v5"
+    mujoco, dm_control = campaign.FAMILY_CANDIDATES["mujoco"], campaign.FAMILY_CANDIDATES["dm_control"]
+    records = [record("sac", humanoid, 440.0), record("wpo", humanoid, 6.0)]
+    records += [record("sac", cartpole, 850.0), record(dm_control, cartpole, 860.0), record(mujoco, cartpole, 100.0)]
+    records += [record("sac", hopper, 2000.0), record(mujoco, hopper, 3000.0), record(dm_control, hopper, 10.0)]
+    records += [record(mujoco, "Walker2d-v5", 4000.0)]  # no SAC run: no row
+    rows = {row["env_id"]: row for row in campaign_report.shipped_verdicts(records)}
+    assert list(rows) == [humanoid, cartpole, hopper], "the campaign's order"
+    assert (rows[humanoid]["algo"], rows[humanoid]["wpo_last3"], rows[humanoid]["verdict"]) == (dm_control, [], "not run")
+    assert (rows[cartpole]["algo"], rows[cartpole]["verdict"]) == (dm_control, "level"), "the family's candidate only"
+    assert (rows[hopper]["algo"], rows[hopper]["verdict"]) == (mujoco, "ahead")
+    assert campaign_report.verdict_cell(rows[humanoid]) == "not run"
+    assert campaign_report.verdict_cell(rows[hopper]) == "ahead (so far: 1 WPO, 1 SAC seeds)"
 
 
 def kill_after_a_checkpoint(monkeypatch: pytest.MonkeyPatch, step_of_the_kill: int) -> None:
@@ -544,6 +589,7 @@ def test_campaign_diagnoses_an_unfinished_wpo_run_from_its_checkpoint(tmp_path: 
     monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
     monkeypatch.setattr(campaign, "TASKS", [("Pendulum-v1", 400)])
+    monkeypatch.setitem(campaign.VARIANTS, "wpo", ("wpo", {}))  # the Pendulum-v1 entry as it is: a quick run
     kill_after_a_checkpoint(monkeypatch, 300)
     with pytest.raises(KeyboardInterrupt):
         campaign.run("wpo", "Pendulum-v1", 0, 400, eval_freq=100, n_eval_episodes=1, save_freq=200)
@@ -761,9 +807,9 @@ def test_campaign_report_tables_the_diagnoses_and_the_exploration_noise():
     table = campaign_report.diagnosis_table([newer, older])
     assert "64 replay states" in table[1]
     assert table[5:] == [
-        "| humanoid-stand-v0 WPO seed 1 | 1,000 | 250 | — | 1.20 | — | 50% | — | — | 0.005 (0.90) |",
-        "| humanoid-stand-v0 WPO seed 1 | 2,000 | 250 | 0.49 / 0.50 / 0.51 | 1.20 | 55% | 50% | 0.004 | 40% / 25% / 35% "
-        "| 0.005 (0.90) |",
+        "| humanoid-stand-v0 WPO, reference example seed 1 | 1,000 | 250 | — | 1.20 | — | 50% | — | — | 0.005 (0.90) |",
+        "| humanoid-stand-v0 WPO, reference example seed 1 | 2,000 | 250 | 0.49 / 0.50 / 0.51 | 1.20 | 55% | 50% | 0.004 "
+        "| 40% / 25% / 35% | 0.005 (0.90) |",
     ]
     assert campaign_report.diagnosis_table([]) == []
 
@@ -800,7 +846,7 @@ def test_campaign_report_draws_every_task_in_one_overview(tmp_path: Path, monkey
     assert titles[cartpole] == "cartpole-swingup-v0: WPO ahead (3+2 seeds)"
     assert titles[walker] == "walker-walk-v0: WPO behind (1+1 seeds so far)"
     assert titles[hopper] == "Hopper-v5: running" and titles["Walker2d-v5"] == "Walker2d-v5: not started"
-    assert titles["HalfCheetah-v5"] == "HalfCheetah-v5: WPO finished, no pair yet"
+    assert titles["HalfCheetah-v5"] == "HalfCheetah-v5: WPO, reference example finished, no pair yet"
     assert titles["dm_control/cheetah-run-v0"] == "cheetah-run-v0: checkpoint lost, to run again"
 
     records.append(record("wpo-std0.2", cartpole, 0, 400.0))

@@ -6,6 +6,7 @@ sb3-wpo (``pip install -e .`` in CI): they need the start-up hook that the .pth 
 environment with each installed."""
 
 import ast
+import inspect
 import json
 import os
 import re
@@ -51,7 +52,7 @@ ENV_IDS = (
     "dm_control/walker-walk-v0",
     "dm_control/cheetah-run-v0",
 )
-NOT_TUNED = "# starting point, not tuned: no committed benchmark behind it yet"
+NOT_RUN = "no committed benchmark"
 # Small budgets: 300 steps, learning from step 200 with small batches (a few seconds per run on one thread).
 N_STEPS = "300"
 SMALL = ["learning_starts:200", "batch_size:32", "num_samples:4", "buffer_size:1000"]
@@ -84,12 +85,31 @@ def test_one_config_file():
     assert zoo.DEFAULT_CONFIG == CONFIG.resolve()
 
 
+WPO_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(WPO.__init__).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}
+
+
+def wpo_settings(hyperparams: dict) -> dict:
+    """An entry's or a run's settings as WPO takes them (its defaults where they are not set), without the budget."""
+    return {name: value for name, value in {**WPO_DEFAULTS, **hyperparams}.items() if name != "n_timesteps"}
+
+
 def test_config_entries():
-    """Each entry says what stands behind it: Pendulum's study, the campaign's result for an entry the campaign ran
-    (and then the entry is what it ran), or that it is a starting point."""
+    """Each entry says what stands behind it: Pendulum's study; for a family, the campaign, which ran its settings on
+    the family's tasks; for a listed task, the committed runs (campaign or tuning screen) of its settings, where there
+    are such runs; else that no committed benchmark stands behind it."""
     config = yaml.safe_load(CONFIG.read_text())
     assert set(config) == {"default", *zoo.FAMILIES, *ENV_IDS}
-    campaign_runs = [json.loads(line) for line in (ROOT / "benchmarks/results/campaign/runs.jsonl").read_text().splitlines()]
+    results = ROOT / "benchmarks" / "results"
+    # (where a run's record is, the record)
+    runs = [(name, json.loads(line)) for name in ("campaign", "tuning") for line in (results / name / "runs.jsonl").open()]
+    pointers = {
+        "campaign": ("benchmarks/results/campaign",),
+        "tuning": ("benchmarks/results/tuning", "benchmarks/notes/tuning.md"),
+    }
     lines = CONFIG.read_text().splitlines()
     for key in config:
         index = next(i for i, line in enumerate(lines) if line.startswith(f"{key}:"))
@@ -98,17 +118,20 @@ def test_config_entries():
             if not line.startswith("#"):
                 break
             comments.append(line)
-        ran = [run["hyperparams"] for run in campaign_runs if run["algo"] == "wpo" and run["env_id"] == key]
+        tasks = [
+            run for run in runs if (zoo.task_family(run[1]["env_id"]) if key in zoo.FAMILIES else run[1]["env_id"]) == key
+        ]
+        ran = {where for where, run in tasks if wpo_settings(run["hyperparams"]) == wpo_settings(config[key])}
+        text = " ".join(comments)
         if key == "Pendulum-v1":
-            assert NOT_TUNED not in comments
-        elif key in zoo.FAMILIES:  # a family's settings are those the campaign ran on its listed tasks
-            assert NOT_TUNED not in comments and any("benchmarks/results/campaign" in line for line in comments), key
+            assert NOT_RUN not in text
         elif ran:
-            assert NOT_TUNED not in comments and any("benchmarks/results/campaign" in line for line in comments), key
-            entry = {name: value for name, value in config[key].items() if name != "n_timesteps"}
-            assert all({k: v for k, v in hyperparams.items() if k != "n_timesteps"} == entry for hyperparams in ran)
+            assert NOT_RUN not in text, key
+            assert any(pointer in text for where in ran for pointer in pointers[where]), f"{key}: say where its runs are"
         else:
-            assert NOT_TUNED in comments, f"{key} needs the comment {NOT_TUNED!r}"
+            assert NOT_RUN in " ".join(comments), (
+                f"{key} has no committed run of its settings: its comment must say {NOT_RUN!r}"
+            )
 
 
 @pytest.mark.parametrize("key", ["default", *zoo.FAMILIES, *ENV_IDS])
@@ -570,7 +593,9 @@ def test_unlisted_task_trains_with_its_family(env_id, tmp_path):
     overridden = {"learning_starts": 100, "batch_size": 32, "num_samples": 4, "buffer_size": 1000}
     assert saved == {**config[family], **overridden}
     model = WPO.load(run_dir / f"{name}.zip", buffer_size=1)
-    assert (model.num_samples, model.n_steps, model.target_aggregation) == (4, config[family]["n_steps"], "max")
+    entry = config[family]
+    assert (model.num_samples, model.n_steps, model.target_aggregation) == (4, entry["n_steps"], entry["target_aggregation"])
+    assert (model.policy_delay, model.dual_learning_rate) == (entry["policy_delay"], entry["dual_learning_rate"])
     assert model.policy_kwargs["layer_norm"] and model.policy_kwargs["activation_fn"] is nn.ELU
     assert len(model.observation_space.shape) == 1  # DMC's Dict observations flattened by the family's env_wrapper
 
