@@ -1,6 +1,7 @@
 """Cost of WPO's divergence guard (``check_finite=True``): ``model.train(...)`` timed with the guard on and off in the
-same process, on the same model and replay buffer, interleaved, min/median over repeats; also the cost of the
-per-train() state snapshot alone.
+same process, on the same model and replay buffer, interleaved, min/median over repeats, past the first
+``SNAPSHOT_INTERVAL`` updates (where the guard copies the state at every call); also the cost of one copy of the state
+(a snapshot) alone.
 
     python benchmarks/check_finite_cost.py [--repeats 7] [--env Pendulum-v1]
 
@@ -20,6 +21,7 @@ import common
 import torch as th
 
 from sb3_wpo import WPO
+from sb3_wpo.safety import SNAPSHOT_INTERVAL
 
 RESULT = common.RESULTS / "check_finite_cost.json"
 
@@ -49,10 +51,12 @@ def main() -> None:
     # WPO's constructor defaults, built by the zoo; the buffer is filled with random actions.
     model, _ = common.zoo_model("wpo", args.env, 0, {"policy": "MlpPolicy", "n_timesteps": 1}, {"learning_starts": 2_000})
     model.learn(2_000)
-    model.train(gradient_steps=5, batch_size=model.batch_size)  # warm-up: Adam states, allocator, snapshot buffers
+    # Warm-up (Adam states, allocator, snapshot buffers), past the updates where the guard copies the state at each call
+    model.train(gradient_steps=SNAPSHOT_INTERVAL + 5, batch_size=model.batch_size)
 
     cases: list[dict[str, Any]] = []
-    # gradient_steps=1 is SB3's default (train() after every env step): the per-call snapshot weighs the most there.
+    # gradient_steps=1 is SB3's default (train() after every env step): the snapshots, one per SNAPSHOT_INTERVAL
+    # updates, weigh the most there.
     for gradient_steps, calls in ((1, 40), (64, 1)):
         on: list[float] = []
         off: list[float] = []
@@ -72,7 +76,7 @@ def main() -> None:
         )
 
     # The snapshot alone (copy of networks, targets, optimizer moments, duals, and its finiteness flag), as taken at
-    # every train() call; two copies alternate, "bytes" counts both.
+    # a train() call; two copies alternate, "bytes" counts both.
     snapshot_times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
@@ -100,6 +104,7 @@ def main() -> None:
         "what": "seconds per model.train(gradient_steps, batch_size) with check_finite on vs off, same process",
         "command": common.command_line(),
         "env": args.env,
+        "snapshot_interval": SNAPSHOT_INTERVAL,
         "hyperparameters": {
             "batch_size": model.batch_size,
             "num_samples": model.num_samples,

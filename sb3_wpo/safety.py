@@ -1,14 +1,18 @@
 """Reliability of WPO: the divergence guard (detection and rollback), atomic saves, clear load errors, checkpoint lookup,
 and ``GuardedOffPolicyAlgorithm``, the base class that puts these guard rails at the edges of the algorithm.
 
-Divergence guard (``check_finite=True``, the default; ``DivergenceGuard``). Each ``train()`` call first copies the
-training state (networks and targets, optimizer states, duals) and flags whether that copy is finite; each gradient
-step then flags its replay batch, Q-values and critic targets, ∇a Q, policy mean and std, duals, KLs, losses and
-gradient norms (``FINITE_CHECKS``). The flags stay on the device and are read back once per call, with the logged
-statistics, so checking costs no synchronization per step. On a NaN or inf the state is rolled back to the last copy
-found finite, and ``DivergenceError`` names the first update and what went non-finite; training can go on from there
-(from a clean replay buffer when the data itself was not finite). ``save()`` refuses non-finite parameters, so
-checkpoints stay good. The price: two copies of the training state in memory, and the time measured by
+Divergence guard (``check_finite=True``, the default; ``DivergenceGuard``). A ``train()`` call first copies the
+training state (networks and targets, optimizer states, duals) and flags whether that copy is finite: every call
+during the first ``SNAPSHOT_INTERVAL`` updates (where a bad setting, such as too high a learning rate, diverges),
+then the first call of each ``learn()`` or after ``set_parameters``, and otherwise a call once ``SNAPSHOT_INTERVAL``
+updates have passed since the last copy, so that one update per call (``train_freq=1``) does not pay a copy of the
+whole state at each step. Each gradient step then flags its replay batch, Q-values and critic targets, ∇a Q, policy
+mean and std, duals, KLs, losses and gradient norms (``FINITE_CHECKS``). The flags stay on the device and are read
+back once per call, with the logged statistics, so checking costs no synchronization per step. On a NaN or inf the
+state is rolled back to the last copy (at most ``SNAPSHOT_INTERVAL`` updates before the failing call), and
+``DivergenceError`` names the first update and what went non-finite; training can go on from there (from a clean
+replay buffer when the data itself was not finite). ``save()`` refuses non-finite parameters, so checkpoints stay
+good. The price: two copies of the training state in memory, and the time measured by
 ``benchmarks/check_finite_cost.py`` (``benchmarks/results/check_finite_cost.json``).
 
 Atomic saves and clear load errors (``atomic_write``, ``GuardedOffPolicyAlgorithm.load``). ``save()`` and
@@ -78,10 +82,13 @@ FINITE_CHECKS: dict[str, str] = {
     "parameters": "parameters, optimizer states or duals",
 }
 DATA_CHECKS = ("observations", "next_observations", "rewards")
+# Updates between two copies of the training state once training is under way (see the module docstring).
+SNAPSHOT_INTERVAL = 64
 
 
 class DivergenceError(RuntimeError):
-    """Training produced NaN or inf. The model was rolled back to its last good state before this was raised.
+    """Training produced NaN or inf. The model was rolled back to the divergence guard's last copy of its state (a
+    good one) before this was raised.
 
     :ivar quantities: names of the non-finite quantities (keys of ``FINITE_CHECKS`` or ``"parameters"``).
     :ivar update: the gradient update (``_n_updates`` count, from 1) at which they were first seen.
@@ -224,6 +231,11 @@ class StateSnapshot:
         return self._current is not None
 
     @property
+    def n_updates(self) -> int | None:
+        """The update count of the latest snapshot (None: none taken)."""
+        return None if self._current is None else self._slots[self._current].n_updates
+
+    @property
     def has_previous(self) -> bool:
         return self._previous is not None
 
@@ -268,30 +280,47 @@ class GuardedAlgorithm(Protocol):
 
 
 class DivergenceGuard:
-    """Stops training at the first NaN or inf, with the model rolled back to its last state checked finite.
+    """Stops training at the first NaN or inf, with the model rolled back to its last copy of the training state.
 
-    The algorithm calls it around the gradient steps of each ``train()``: ``start()`` copies the training state (with a
-    lazy flag: is it finite?), ``check()`` keeps lazy finiteness flags of each step, and ``finish()`` reads them back
-    with the step metrics in one device transfer, so that checking costs no synchronization per step. When a flag is
-    down, ``finish()`` restores the copy and raises ``DivergenceError`` naming the first update and the quantities that
-    went non-finite. It does nothing while the algorithm's ``check_finite`` is False.
+    The algorithm calls it around the gradient steps of each ``train()``: ``start()`` copies the training state when a
+    copy is due (with a lazy flag: is it finite?), ``check()`` keeps lazy finiteness flags of each step, and
+    ``finish()`` reads them back with the step metrics in one device transfer, so that checking costs no
+    synchronization per step. When a flag is down, ``finish()`` restores the copy and raises ``DivergenceError``
+    naming the first update and the quantities that went non-finite. It does nothing while the algorithm's
+    ``check_finite`` is False.
     """
 
     def __init__(self, algorithm: GuardedAlgorithm):
         self.algorithm = algorithm
         self.snapshot = StateSnapshot(algorithm._training_state)
-        self._start_finite: th.Tensor | None = None  # None: this train() call is not checked
+        self._checking = False  # whether this train() call is checked
+        self._start_finite: th.Tensor | None = None  # the flag of the copy this call took (None: it took none)
         self._step_finite: list[th.Tensor] = []
         self._step_names: list[list[str]] = []
+        self._copy_due = True
+
+    def refresh(self) -> None:
+        """Make the next call copy the state: it may have been changed from outside (a new ``learn()``, loaded
+        parameters), which a rollback to an older copy would undo."""
+        self._copy_due = True
+
+    def _snapshot_due(self) -> bool:
+        n_updates, last = self.algorithm._n_updates, self.snapshot.n_updates
+        if self._copy_due or last is None or n_updates < SNAPSHOT_INTERVAL:
+            return True
+        return not 0 <= n_updates - last < SNAPSHOT_INTERVAL
 
     def start(self) -> None:
-        """Before the gradient steps: copy the state to roll back to."""
+        """Before the gradient steps: copy the state to roll back to, when a copy is due."""
         self._step_finite, self._step_names = [], []
-        self._start_finite = self.snapshot.take(self.algorithm._n_updates) if self.algorithm.check_finite else None
+        self._checking, self._start_finite = self.algorithm.check_finite, None
+        if self._checking and self._snapshot_due():
+            self._start_finite = self.snapshot.take(self.algorithm._n_updates)
+            self._copy_due = False
 
     def check(self, replay_data: ReplayBufferSamples | DictReplayBufferSamples, values: dict[str, th.Tensor]) -> None:
         """After a gradient step: flag its replay batch and ``values`` (0-dim tensors, by name) if not finite."""
-        if self._start_finite is None:
+        if not self._checking:
             return
         data = dict(
             observations=replay_data.observations,
@@ -304,11 +333,14 @@ class DivergenceGuard:
 
     def finish(self, means: th.Tensor) -> np.ndarray:
         """After the gradient steps: ``means`` (of the step metrics) as NumPy, read back with the flags."""
-        if self._start_finite is None:
+        if not self._checking:
             return means.cpu().numpy()
         with th.no_grad():
             flags = th.cat(self._step_finite)  # the steps' checks, one after the other
-            packed = th.cat([means, self._start_finite.to(means.dtype).reshape(1), flags.to(means.dtype)])
+            start_finite = (
+                th.ones((), dtype=th.bool, device=means.device) if self._start_finite is None else self._start_finite
+            )
+            packed = th.cat([means, start_finite.to(means.dtype).reshape(1), flags.to(means.dtype)])
             packed_np = packed.cpu().numpy()
         start_finite = packed_np[means.numel()] > 0.5
         all_flags = packed_np[means.numel() + 1 :] > 0.5
@@ -325,7 +357,7 @@ class DivergenceGuard:
                     quantities=["parameters"],
                     update=start_update,
                 )
-            # The snapshot just taken holds that state: restore the one before it, the last found finite
+            # The snapshot just taken holds that state: restore the one before it
             self._roll_back_and_raise(["parameters"], start_update, previous=True)
         step_finite = np.split(all_flags, np.cumsum([len(names) for names in self._step_names])[:-1])
         first_bad = next(step for step, finite in enumerate(step_finite) if not finite.all())
@@ -342,7 +374,7 @@ class DivergenceGuard:
         raise DivergenceError(
             f"WPO diverged: non-finite {describe_non_finite(quantities)} at update {update} "
             f"(timestep {self.algorithm.num_timesteps}). The policy, critics, optimizers and duals were rolled back to "
-            f"their state after update {restored_update}, the last one checked finite. {divergence_hint(quantities)}",
+            f"their state after update {restored_update}, the guard's last copy of it. {divergence_hint(quantities)}",
             quantities=quantities,
             update=update,
             restored_update=restored_update,
@@ -359,7 +391,7 @@ class DivergenceGuard:
         rollback, update, restored_update = "", self.algorithm._n_updates, -1
         if self.snapshot.has_current:  # e.g. the last update of the last train() call overflowed
             restored_update = self._roll_back()
-            rollback = f" The model was rolled back to its last state checked finite (after update {restored_update})."
+            rollback = f" The model was rolled back to the guard's last copy of its state (after update {restored_update})."
         raise DivergenceError(
             f"Refusing to save a model with non-finite parameters to {describe_file(path)} "
             f"(check_finite=True); the file was left as it was.{rollback}",
@@ -665,6 +697,7 @@ class GuardedOffPolicyAlgorithm(OffPolicyAlgorithm):
                 UserWarning,
                 stacklevel=3,  # the caller of the algorithm's learn()
             )
+        self._divergence_guard.refresh()  # the state may have been changed since the last call: copy it again
         return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,
@@ -755,6 +788,7 @@ class GuardedOffPolicyAlgorithm(OffPolicyAlgorithm):
             for name, state_dict in saved.items():
                 recursive_getattr(self, name).load_state_dict(state_dict)
             raise
+        self._divergence_guard.refresh()  # a rollback must not bring the parameters of before back
 
     def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
         """SB3's ``load_replay_buffer``, with errors that name the file (see ``load``); the current buffer is kept

@@ -121,7 +121,8 @@ class WPO(GuardedOffPolicyAlgorithm):
     :param max_grad_norm: gradient-norm clip of the actor and of the critic (the reference applies none; a large
         value turns it off)
     :param check_finite: detect NaN/inf in the replay batch, Q-values, losses, gradients and parameters at every
-        update (read back once per ``train()`` call), roll the model back to its last good state and raise
+        update (read back once per ``train()`` call), roll the model back to the last copy of its state (taken at
+        most 64 updates before the failing ``train()`` call; ``sb3_wpo/safety.py``) and raise
         ``sb3_wpo.DivergenceError``; also refuses to save a model with non-finite parameters
     :param stats_window_size: window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)

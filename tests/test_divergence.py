@@ -1,5 +1,7 @@
 """The divergence guard: NaN/inf in the data or the updates stops training with a DivergenceError, after rolling the
-model (networks, optimizers, duals, update count) back to its last good state; diverged models are never saved."""
+model (networks, optimizers, duals, update count) back to the guard's last copy of its state (the start of the failing
+train() call during the first SNAPSHOT_INTERVAL updates and after a new learn() or set_parameters, else at most
+SNAPSHOT_INTERVAL updates before it); diverged models are never saved."""
 
 import copy
 import os
@@ -13,6 +15,7 @@ from gymnasium import spaces
 from stable_baselines3.common.callbacks import CheckpointCallback
 
 from sb3_wpo import WPO, DivergenceError
+from sb3_wpo.safety import SNAPSHOT_INTERVAL
 from helpers import assert_same
 
 TINY: dict[str, Any] = dict(
@@ -165,6 +168,46 @@ def test_divergence_in_the_first_train_call_restores_the_initial_state():
     assert raised.value.restored_update == 0
     assert_same(training_state(model), initial)
     assert not model.actor.optimizer.state and not model.critic.optimizer.state
+
+
+def test_a_late_divergence_rolls_back_to_the_last_copy_within_the_interval():
+    """Past the first SNAPSHOT_INTERVAL updates the guard copies the state once per interval, not at every call: a
+    divergence rolls back to the last copy, a state the model had at the start of an earlier call."""
+    model = WPO("MlpPolicy", ToyEnv("reward", poison_after=400), **{**TINY, "train_freq": 1})
+    states = record_states_before_train(model)
+    with pytest.raises(DivergenceError, match="non-finite rewards") as raised:
+        model.learn(1_000)
+    error = raised.value
+    assert error.update > 2 * SNAPSHOT_INTERVAL, "diverges once copies are spaced"
+    assert error.restored_update < states[-1]["n_updates"], "not a copy at every call"
+    assert error.update - error.restored_update <= SNAPSHOT_INTERVAL
+    (restored,) = [state for state in states if state["n_updates"] == error.restored_update]
+    assert_same(training_state(model), restored)
+    assert model._n_updates == error.restored_update and all_parameters_finite(model)
+
+
+def test_a_new_learn_call_or_set_parameters_is_copied_before_its_first_update():
+    """A change between calls (a learning rate that diverges at once; parameters set by hand) is not undone by a
+    rollback to a copy taken before it: learn() and set_parameters() make the next call copy the state."""
+    model = WPO("MlpPolicy", ToyEnv(), **{**TINY, "train_freq": 1})
+    model.learn(300)
+    assert model._n_updates > 2 * SNAPSHOT_INTERVAL
+    model.lr_schedule = lambda _: 1e6
+    states = record_states_before_train(model)
+    with pytest.raises(DivergenceError) as raised:
+        model.learn(300, reset_num_timesteps=False)
+    assert raised.value.restored_update == states[0]["n_updates"], "rolled back to the start of this learn()"
+    networks = ("policy", "log_alpha_mean", "log_alpha_std", "n_updates")  # the optimizers keep the new learning rate
+    assert_same({key: training_state(model)[key] for key in networks}, {key: states[0][key] for key in networks})
+
+    parameters = model.get_parameters()
+    parameters["policy"]["actor.mu.bias"] = parameters["policy"]["actor.mu.bias"] + 0.5
+    model.set_parameters(parameters)
+    with pytest.raises(DivergenceError) as raised:
+        for _ in range(50):
+            model.train(gradient_steps=1, batch_size=TINY["batch_size"])
+    assert raised.value.restored_update == states[0]["n_updates"]
+    assert th.equal(model.actor.mu.bias, parameters["policy"]["actor.mu.bias"]), "the parameters set, not those before"
 
 
 def test_check_finite_off_lets_nan_through():
