@@ -113,6 +113,72 @@ def test_results_check_rejects_a_changed_number(old: str, new: str) -> None:
         check_results_table(text.replace(old, new, 1))
 
 
+def settings_rows(text: str) -> dict[str, list[str]]:
+    """The cells of the table of the reference and our departures, by setting: reference, ``WPO()``, wpo.yml."""
+    lines = text[text.index("| setting | reference") :].splitlines()
+    table = lines[2 : next(i for i, line in enumerate(lines) if not line.startswith("|"))]
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+    return {row[0]: row[1:] for row in cells}
+
+
+def check_settings_table(text: str) -> None:
+    """The ``WPO()`` and wpo.yml columns against WPO's signature and the MuJoCo / DMC family entries."""
+    import inspect
+
+    import yaml
+    from torch import nn
+
+    from sb3_wpo import WPO
+
+    defaults = {name: p.default for name, p in inspect.signature(WPO.__init__).parameters.items()}
+    entries = yaml.safe_load((ROOT / "hyperparams" / "wpo.yml").read_text())
+    mujoco, dm_control = entries["mujoco"], entries["dm_control"]
+    kwargs = eval(mujoco["policy_kwargs"], {"nn": nn})
+    rows = {
+        setting: dict(zip(("reference", "default", "entry"), cells, strict=True))
+        for setting, cells in settings_rows(text).items()
+    }
+    assert rows["samples N"]["default"] == str(defaults["num_samples"])
+    assert rows["samples N"]["entry"] == str(mujoco["num_samples"])
+    assert rows["updates per env step"]["default"].startswith(f"{defaults['gradient_steps'] / defaults['train_freq']:g} ")
+    assert rows["updates per env step"]["entry"].startswith(f"{mujoco['gradient_steps'] / mujoco['train_freq']:g},")
+    assert f"policy_delay={mujoco['policy_delay']}" in rows["updates per env step"]["entry"]
+    assert rows["learning rate"]["default"].startswith(f"{defaults['learning_rate']:.0e}".replace("e-0", "e-"))
+    assert rows["learning rate"]["entry"] == f"{mujoco['learning_rate']:.0e}".replace("e-0", "e-")
+    assert rows["n-step returns"]["default"].startswith(f"{defaults['n_steps']} ")
+    assert rows["n-step returns"]["entry"] == str(mujoco["n_steps"])
+    assert rows["warm-up"]["default"].startswith(f"{defaults['learning_starts']:,} ")
+    assert rows["warm-up"]["entry"].startswith(f"{mujoco['learning_starts']:,} ")
+    assert rows["networks"]["entry"] == f"LayerNorm MLP {kwargs['net_arch']}, ELU" and kwargs["layer_norm"]
+    assert kwargs["activation_fn"] is nn.ELU
+    assert f"n_critics={kwargs['n_critics']}" in rows["critics, V(s')"]["entry"]
+    assert mujoco["target_aggregation"] == "mean" and "mean over N" in rows["critics, V(s')"]["entry"]
+    assert mujoco["dual_learning_rate"] == 0 and "α learned" not in rows["ε_mean / ε_std, α"]["entry"].split(";")[0]
+    assert f"dual_learning_rate={dm_control['dual_learning_rate']:g}" in rows["ε_mean / ε_std, α"]["entry"]
+
+
+def test_settings_table_says_what_ships() -> None:
+    check_settings_table(README.read_text())
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("| 8 | 1 |", "| 8 | 20 |"),
+        ("| 1e-3 (Adam) | 3e-4 |", "| 1e-3 (Adam) | 1e-3 |"),
+        ("(`policy_delay=2`)", "(`policy_delay=3`)"),
+        ("| 1 (SB3 has no n-step Dict buffer) | 1 |", "| 1 (SB3 has no n-step Dict buffer) | 5 |"),
+        ("| MLP [256, 256], ReLU | LayerNorm MLP [256, 256], ELU |", "| MLP [256, 256], ReLU | LayerNorm MLP [256], ELU |"),
+        ("(`dual_learning_rate=0.01`)", "(`dual_learning_rate=0.1`)"),
+    ],
+)
+def test_settings_check_rejects_a_changed_setting(old: str, new: str) -> None:
+    text = README.read_text()
+    assert old in text, f"the README no longer has {old!r}: pick another cell for this test"
+    with pytest.raises(AssertionError):
+        check_settings_table(text.replace(old, new, 1))
+
+
 def test_relative_links_point_at_files() -> None:
     links = re.findall(r"\]\((?!https?://|#)([^)\s]+)\)", README.read_text())
     assert links, "no relative link found: the pattern is broken"
