@@ -337,10 +337,8 @@ class DivergenceGuard:
             return means.cpu().numpy()
         with th.no_grad():
             flags = th.cat(self._step_finite)  # the steps' checks, one after the other
-            start_finite = (
-                th.ones((), dtype=th.bool, device=means.device) if self._start_finite is None else self._start_finite
-            )
-            packed = th.cat([means, start_finite.to(means.dtype).reshape(1), flags.to(means.dtype)])
+            start_flag = th.ones((), dtype=th.bool, device=means.device) if self._start_finite is None else self._start_finite
+            packed = th.cat([means, start_flag.to(means.dtype).reshape(1), flags.to(means.dtype)])
             packed_np = packed.cpu().numpy()
         start_finite = packed_np[means.numel()] > 0.5
         all_flags = packed_np[means.numel() + 1 :] > 0.5
