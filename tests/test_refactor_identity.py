@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.logger import Logger
+from torch import nn
 
 from sb3_wpo import WPO, DivergenceError
 
@@ -37,13 +38,29 @@ REGENERATE = "SB3_WPO_WRITE_IDENTITY_GOLDEN=1 python -m pytest tests/test_refact
 EARLY_TRAIN_CALLS = 3
 FLOAT32_RTOL, FLOAT32_ATOL = 1e-5, 1e-7
 
+# Every setting the update reads is pinned here rather than left to WPO's defaults (their values when the hashes were
+# written), so that a change of the defaults leaves these runs, and every platform's hashes, as they are.
+POLICY = dict(net_arch=[32, 32], activation_fn=nn.ReLU, layer_norm=False, init_std=0.5, min_std=1e-6, n_critics=1)
 BASE = dict(
     buffer_size=2_000,
     learning_starts=64,
     batch_size=32,
     num_samples=4,
     target_update_interval=10,
-    policy_kwargs=dict(net_arch=[32, 32]),
+    learning_rate=1e-3,
+    tau=1.0,
+    gamma=0.99,
+    train_freq=2,
+    gradient_steps=1,
+    epsilon_mean=0.01,
+    epsilon_std=1e-6,
+    init_log_alpha_mean=0.0,
+    init_log_alpha_std=10_000.0,
+    target_aggregation="mean",
+    policy_delay=1,
+    ent_coef=0.0,
+    max_grad_norm=40.0,
+    policy_kwargs=POLICY,
     seed=0,
     device="cpu",
 )
@@ -60,7 +77,7 @@ CASES: dict[str, dict[str, Any]] = {
         target_update_interval=1,
         train_freq=4,
         gradient_steps=3,
-        policy_kwargs=dict(net_arch=[32, 32], n_critics=2, layer_norm=True),
+        policy_kwargs={**POLICY, "n_critics": 2, "layer_norm": True},
     ),
     "n1_learned_duals_unchecked": dict(
         n_steps=1, dual_learning_rate=0.05, check_finite=False, per_dim_constraining=False, squashing="cube_root"
