@@ -169,7 +169,7 @@ def test_settings_table_says_what_ships() -> None:
         ("(`policy_delay=2`)", "(`policy_delay=3`)"),
         ("| 1 (SB3 has no n-step Dict buffer) | 1 |", "| 1 (SB3 has no n-step Dict buffer) | 5 |"),
         ("| MLP [256, 256], ReLU | LayerNorm MLP [256, 256], ELU |", "| MLP [256, 256], ReLU | LayerNorm MLP [256], ELU |"),
-        ("(`dual_learning_rate=0.01`)", "(`dual_learning_rate=0.1`)"),
+        ("(`dual_learning_rate=0.01`;", "(`dual_learning_rate=0.1`;"),
     ],
 )
 def test_settings_check_rejects_a_changed_setting(old: str, new: str) -> None:
