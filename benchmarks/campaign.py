@@ -46,6 +46,7 @@ CONFIGS = {"wpo": None, "sac": str(common.ROOT / "benchmarks" / "hyperparams" / 
 # the tuned candidates: every WPO variant sets these keys, so that a variant runs the same settings whatever wpo.yml's
 # entries hold (they keep only the budget, the warm-up and the env wrapper; tests/test_benchmarks.py checks both).
 # V(s') is the max over the samples, an option of ours (the reference's agent takes their mean).
+LN3 = "net_arch=[256, 256, 256], layer_norm=True, activation_fn=nn.ELU"  # its networks, as policy_kwargs' arguments
 REFERENCE_EXAMPLE: dict[str, Any] = {
     "learning_rate": 3e-4,
     "num_samples": 20,
@@ -55,7 +56,7 @@ REFERENCE_EXAMPLE: dict[str, Any] = {
     "policy_delay": 1,
     "dual_learning_rate": 0.0,
     "target_aggregation": "max",
-    "policy_kwargs": "dict(net_arch=[256, 256, 256], layer_norm=True, activation_fn=nn.ELU)",
+    "policy_kwargs": f"dict({LN3})",
 }
 # What a run's ``algo`` label runs: the zoo's algorithm and values replacing its config entry's (as ``-params`` does).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -66,10 +67,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # near the initial one, and at 0.5 WPO explores with 1.4-3.3x SAC's noise (``action_noise``)
     "wpo-std0.2": (
         "wpo",
-        {
-            **REFERENCE_EXAMPLE,
-            "policy_kwargs": "dict(net_arch=[256, 256, 256], layer_norm=True, activation_fn=nn.ELU, init_std=0.2)",
-        },
+        {**REFERENCE_EXAMPLE, "policy_kwargs": f"dict({LN3}, init_std=0.2)"},
     ),
 }
 # The tuning screen (issue 26; benchmarks/notes/tuning.md has the plan and the rule), one factor at a time from the

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import campaign
 import common
 import numpy as np
-from campaign import CANDIDATES, COLORS, FAMILY_CANDIDATES, SEEDS, TASKS, VARIANTS, candidate, planned_runs, run_name
+from campaign import CANDIDATES, COLORS, SEEDS, TASKS, VARIANTS, candidate, planned_runs, run_name
 
 # Published anchors (not run here), drawn beside the curves. TD-MPC2's SAC (results/sac/*.csv of
 # nicklashansen/tdmpc2, 3 seeds, mean at 500k steps); rl-baselines3-zoo benchmark.md SAC (1M steps, v3 envs).
@@ -340,40 +340,46 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def verdicts(records: list[dict[str, Any]], algo: str = "wpo") -> list[dict[str, Any]]:
-    """Per task with finished ``algo`` (a WPO variant) and SAC runs: ahead when every WPO seed's mean of its last 3
-    evaluations beats every SAC seed's by more than ``VERDICT_MARGIN`` of the largest |value|, behind in the opposite
-    case, else level."""
+def last3_by_group(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[float]]:
+    """Each run's mean of its last 3 evaluations, by (task, algo)."""
     last3: dict[tuple[str, str], list[float]] = {}
     for record in records:
         last3.setdefault((record["env_id"], record["algo"]), []).append(last3_mean(record))
-    rows = []
-    for env_id, _ in TASKS:
-        wpo, sac = last3.get((env_id, algo)), last3.get((env_id, "sac"))
-        if not (wpo and sac):
-            continue
+    return last3
+
+
+def verdict_row(env_id: str, algo: str, wpo: list[float], sac: list[float]) -> dict[str, Any]:
+    """``algo`` (a WPO variant) against SAC on one task: ahead when every WPO seed's mean of its last 3 evaluations
+    beats every SAC seed's by more than ``VERDICT_MARGIN`` of the largest |value|, behind in the opposite case, else
+    level; ``not run`` without WPO seeds."""
+    if not wpo:
+        verdict = "not run"
+    else:
         margin = VERDICT_MARGIN * max(abs(value) for value in wpo + sac)
         verdict = "ahead" if min(wpo) > max(sac) + margin else "behind" if max(wpo) < min(sac) - margin else "level"
-        complete = len(wpo) >= len(SEEDS["wpo"]) and len(sac) >= len(SEEDS["sac"])
-        row = {"env_id": env_id, "algo": algo, "wpo_last3": wpo, "sac_last3": sac, "verdict": verdict, "all_seeds": complete}
-        rows.append(row)
-    return rows
+    complete = len(wpo) >= len(SEEDS["wpo"]) and len(sac) >= len(SEEDS["sac"])
+    return {"env_id": env_id, "algo": algo, "wpo_last3": wpo, "sac_last3": sac, "verdict": verdict, "all_seeds": complete}
+
+
+def verdicts(records: list[dict[str, Any]], algo: str = "wpo") -> list[dict[str, Any]]:
+    """Per task with finished ``algo`` and SAC runs, ``verdict_row``."""
+    last3 = last3_by_group(records)
+    return [
+        verdict_row(env_id, algo, last3[env_id, algo], last3[env_id, "sac"])
+        for env_id, _ in TASKS
+        if (env_id, algo) in last3 and (env_id, "sac") in last3
+    ]
 
 
 def shipped_verdicts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per task with SAC runs: wpo.yml's entry for it (its family's candidate, ``campaign.candidate``) against SAC, as
-    ``verdicts``; ``not run`` while that entry has no finished run on the task."""
-    rows = {(row["env_id"], row["algo"]): row for algo in FAMILY_CANDIDATES.values() for row in verdicts(records, algo)}
-    shipped = []
-    for env_id, _ in TASKS:
-        if (env_id, candidate(env_id)) in rows:
-            shipped.append(rows[env_id, candidate(env_id)])
-            continue
-        sac = [last3_mean(r) for r in records if (r["env_id"], r["algo"]) == (env_id, "sac")]
-        if sac:
-            row = {"env_id": env_id, "algo": candidate(env_id), "wpo_last3": [], "sac_last3": sac, "verdict": "not run"}
-            shipped.append({**row, "all_seeds": False})
-    return shipped
+    """Per task with SAC runs: wpo.yml's entry for it (its family's candidate, ``campaign.candidate``) against SAC,
+    ``verdict_row``: ``not run`` while that entry has no finished run on the task."""
+    last3 = last3_by_group(records)
+    return [
+        verdict_row(env_id, candidate(env_id), last3.get((env_id, candidate(env_id)), []), last3[env_id, "sac"])
+        for env_id, _ in TASKS
+        if (env_id, "sac") in last3
+    ]
 
 
 def label(algo: str) -> str:

@@ -1,9 +1,12 @@
 """Assertions shared by the tests."""
 
+import inspect
 from typing import Any
 
 import numpy as np
 import torch as th
+
+from sb3_wpo import WPO
 
 
 def assert_same(a: Any, b: Any, where: str = "") -> None:
@@ -22,3 +25,9 @@ def assert_same(a: Any, b: Any, where: str = "") -> None:
         np.testing.assert_array_equal(a, b, err_msg=where)
     else:
         assert a == b, where
+
+
+def wpo_defaults() -> dict[str, Any]:
+    """WPO's constructor defaults, by argument name."""
+    parameters = inspect.signature(WPO.__init__).parameters.items()
+    return {name: parameter.default for name, parameter in parameters if parameter.default is not inspect.Parameter.empty}

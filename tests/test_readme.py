@@ -123,14 +123,11 @@ def settings_rows(text: str) -> dict[str, list[str]]:
 
 def check_settings_table(text: str) -> None:
     """The ``WPO()`` and wpo.yml columns against WPO's signature and the MuJoCo / DMC family entries."""
-    import inspect
-
     import yaml
+    from helpers import wpo_defaults
     from torch import nn
 
-    from sb3_wpo import WPO
-
-    defaults = {name: p.default for name, p in inspect.signature(WPO.__init__).parameters.items()}
+    defaults = wpo_defaults()
     entries = yaml.safe_load((ROOT / "hyperparams" / "wpo.yml").read_text())
     mujoco, dm_control = entries["mujoco"], entries["dm_control"]
     kwargs = eval(mujoco["policy_kwargs"], {"nn": nn})
