@@ -45,7 +45,8 @@ CONFIGS = {"wpo": None, "sac": str(common.ROOT / "benchmarks" / "hyperparams" / 
 # The reference's runnable example (Acme), as wpo.yml's MuJoCo and Control Suite entries held it until they shipped
 # the tuned candidates: every WPO variant sets these keys, so that a variant runs the same settings whatever wpo.yml's
 # entries hold (they keep only the budget, the warm-up and the env wrapper; tests/test_benchmarks.py checks both).
-# V(s') is the max over the samples, an option of ours (the reference's agent takes their mean).
+# V(s') is the max over the samples, an option of ours (the reference's agent takes their mean). Every variant also
+# names the networks in full (layer norm, activation, critics), WPO's defaults having changed once.
 LN3 = "net_arch=[256, 256, 256], layer_norm=True, activation_fn=nn.ELU"  # its networks, as policy_kwargs' arguments
 REFERENCE_EXAMPLE: dict[str, Any] = {
     "learning_rate": 3e-4,
@@ -56,7 +57,7 @@ REFERENCE_EXAMPLE: dict[str, Any] = {
     "policy_delay": 1,
     "dual_learning_rate": 0.0,
     "target_aggregation": "max",
-    "policy_kwargs": f"dict({LN3})",
+    "policy_kwargs": f"dict({LN3}, n_critics=1)",
 }
 # What a run's ``algo`` label runs: the zoo's algorithm and values replacing its config entry's (as ``-params`` does).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -67,7 +68,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # near the initial one, and at 0.5 WPO explores with 1.4-3.3x SAC's noise (``action_noise``)
     "wpo-std0.2": (
         "wpo",
-        {**REFERENCE_EXAMPLE, "policy_kwargs": f"dict({LN3}, init_std=0.2)"},
+        {**REFERENCE_EXAMPLE, "policy_kwargs": f"dict({LN3}, n_critics=1, init_std=0.2)"},
     ),
 }
 # The tuning screen (issue 26; benchmarks/notes/tuning.md has the plan and the rule), one factor at a time from the
@@ -76,7 +77,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 # two hidden layers instead of three; ``s4u2``: one update every 2 steps; ``s2``, ``s1``: 2 or 1 samples.
 TUNING_BASE = {**REFERENCE_EXAMPLE, "num_samples": 4, "train_freq": 1, "target_aggregation": "mean"}
 LN2 = "net_arch=[256, 256], layer_norm=True, activation_fn=nn.ELU"  # the -ln2 networks, as policy_kwargs' arguments
-S1U1_LN2 = {**TUNING_BASE, "num_samples": 1, "policy_kwargs": f"dict({LN2})"}  # the first candidate, wpo-s1u1-ln2
+ONE_LN2 = f"dict({LN2}, n_critics=1)"
+MLP = "dict(net_arch=[256, 256], layer_norm=False, activation_fn=nn.ReLU, n_critics=1)"  # SAC's networks, one critic
+S1U1_LN2 = {**TUNING_BASE, "num_samples": 1, "policy_kwargs": ONE_LN2}  # the first candidate, wpo-s1u1-ln2
 TWO_CRITICS = {"policy_kwargs": f"dict({LN2}, n_critics=2)"}
 POLYAK = {"tau": 0.005, "target_update_interval": 1}  # SAC's target updates
 TWO_CRITICS_TANH = {"policy_kwargs": f"dict({LN2}, n_critics=2, tanh_actions=True)"}
@@ -91,16 +94,16 @@ ENTROPY_HARD = {**ENTROPY, "dual_learning_rate": 0.01, "epsilon_std": 0.01}
 VARIANTS.update(
     {
         "wpo-s4u1": ("wpo", TUNING_BASE),
-        "wpo-s4u1-mlp": ("wpo", {**TUNING_BASE, "policy_kwargs": "dict(net_arch=[256, 256])"}),
-        "wpo-s4u2-mlp": ("wpo", {**TUNING_BASE, "train_freq": 2, "policy_kwargs": "dict(net_arch=[256, 256])"}),
-        "wpo-s4u1-ln2": ("wpo", {**TUNING_BASE, "policy_kwargs": f"dict({LN2})"}),
+        "wpo-s4u1-mlp": ("wpo", {**TUNING_BASE, "policy_kwargs": MLP}),
+        "wpo-s4u2-mlp": ("wpo", {**TUNING_BASE, "train_freq": 2, "policy_kwargs": MLP}),
+        "wpo-s4u1-ln2": ("wpo", {**TUNING_BASE, "policy_kwargs": ONE_LN2}),
         # Stage 3: fewer samples at one update per step, the entry's networks kept (they carry the learning)
         "wpo-s2u1": ("wpo", {**TUNING_BASE, "num_samples": 2}),
         "wpo-s1u1": ("wpo", {**TUNING_BASE, "num_samples": 1}),
         "wpo-s1u1-ln2": ("wpo", S1U1_LN2),
         # Hypothesis 4 of issue 26 (action bounds): the candidate with tanh actions, for the tasks where the clipped
         # policy's means sit beyond the bounds (humanoid-stand), where clipped samples get no gradient from Q
-        "wpo-s1u1-ln2-tanh": ("wpo", {**S1U1_LN2, "policy_kwargs": f"dict({LN2}, tanh_actions=True)"}),
+        "wpo-s1u1-ln2-tanh": ("wpo", {**S1U1_LN2, "policy_kwargs": f"dict({LN2}, n_critics=1, tanh_actions=True)"}),
         # Hypothesis 3 of issue 26 (the std): the candidate with the std penalty's weight at the mean's (softplus(0)
         # ≈ 0.69 in place of ≈ 1e4), so that the WPO update moves the std as it moves the mean; HalfCheetah-v5, where
         # the candidate trails SAC from 150k steps on with its std still near the initial 0.5
@@ -120,7 +123,10 @@ VARIANTS.update(
         # and tanh actions: the std stays pinned in u, but the action noise shrinks where the policy saturates a bound
         # (as SAC's does), where a clipped sample gets no gradient from Q; the reference settings' deterministic
         # actions sit at a bound 63-79% of the time on HalfCheetah-v5, SAC's 1-2% (campaign/summary.md's noise table)
-        "wpo-s1u1-ln2-n1-tanh": ("wpo", {**S1U1_LN2, "n_steps": 1, "policy_kwargs": f"dict({LN2}, tanh_actions=True)"}),
+        "wpo-s1u1-ln2-n1-tanh": (
+            "wpo",
+            {**S1U1_LN2, "n_steps": 1, "policy_kwargs": f"dict({LN2}, n_critics=1, tanh_actions=True)"},
+        ),
         "wpo-s1u1-ln2-2q-polyak": ("wpo", {**S1U1_LN2, **TWO_CRITICS, **POLYAK}),
         # 3-step returns: on Walker2d-v5 (seed 0, 300k) the 5-step candidate ends level with SAC and the 1-step one
         # behind, where 1-step returns gain most on HalfCheetah-v5: does the middle keep both?
@@ -464,6 +470,7 @@ def run(algo: str, env_id: str, seed: int, steps: int, eval_freq: int, n_eval_ep
             "seed": seed,
             "steps": steps,
             "hyperparams": common.hyperparams_for_json(dict(saved_hyperparams)),
+            "settings": common.model_settings(model),
             "eval_freq": eval_freq,
             "n_eval_episodes": n_eval_episodes,
             "curve": state["curve"],

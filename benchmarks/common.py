@@ -8,6 +8,7 @@ the local pool runs at most one per core at a time, a cluster's scheduler can ru
 import argparse
 import contextlib
 import csv
+import enum
 import fcntl
 import importlib
 import io
@@ -299,6 +300,32 @@ def raw_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
         print(f"note: {path.name} has no {env_id} entry, using its {same_task[-1]} entry")
         return dict(entries[same_task[-1]], hyperparams_from=same_task[-1])
     return dict(entries[env_id])
+
+
+# What model_settings leaves out: the objects a run is given, not settings of the algorithm
+NOT_SETTINGS = {"self", "policy", "env", "policy_kwargs", "tensorboard_log", "verbose", "seed", "device", "_init_setup_model"}
+
+
+def model_settings(model: Any) -> dict[str, Any]:
+    """The settings a model was built with, defaults included: its constructor's arguments as the model holds them,
+    and its policy's (``policy_kwargs``, as the policy resolved them). A record that holds them keeps its meaning
+    when the algorithm's defaults change, which its zoo hyperparameters (what the entry set) do not."""
+    import inspect
+
+    names = [name for name in inspect.signature(type(model).__init__).parameters if name not in NOT_SETTINGS]
+    settings = {name: getattr(model, name) for name in names if hasattr(model, name)}
+    policy = model.policy._get_constructor_parameters()
+    settings["policy_kwargs"] = {
+        name: value for name, value in policy.items() if name not in ("observation_space", "action_space", "lr_schedule")
+    }
+    return json.loads(json.dumps(settings, default=setting_for_json))
+
+
+def setting_for_json(value: Any) -> Any:
+    """A class by its name, an enum (SB3's train_freq unit) by its value, anything else by its repr."""
+    if isinstance(value, type):
+        return value.__name__
+    return value.value if isinstance(value, enum.Enum) else repr(value)
 
 
 def hyperparams_for_json(hyperparams: dict[str, Any]) -> dict[str, Any]:

@@ -151,6 +151,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             eval_env = experiment.create_envs(1, eval_env=True, no_log=True)
         eval_env.seed(seed + EVAL_SEED_OFFSET)  # for its next reset, the first evaluation's
         hyperparams = dict(saved_hyperparams)
+        settings = common.model_settings(model)
         if model.learning_starts > steps:  # the warm-up ends with a short run (--quick), as before the zoo
             model.learning_starts = hyperparams["learning_starts"] = steps
         if "hyperparams_from" in spec:
@@ -172,6 +173,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     record.update(
         {
             "hyperparams": common.hyperparams_for_json(hyperparams),
+            "settings": settings,
             "total_wall_s": total_wall_s,
             "curve": recorder.curve,
             "train_stats": recorder.train_stats,

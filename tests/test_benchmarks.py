@@ -25,6 +25,7 @@ import campaign_report
 import common
 import epsilon_sweep
 import returns
+from helpers import EARLIER_DEFAULTS, EARLIER_POLICY_DEFAULTS
 from returns import parse_seeds
 
 BENCHMARKS = Path(common.__file__).parent
@@ -459,15 +460,19 @@ def test_campaign_variant_runs_the_zoo_entry_with_its_overrides(tmp_path: Path):
 LEFT_TO_THE_ENTRY = {"n_timesteps", "policy", "learning_starts", "env_wrapper"}
 
 
-def test_campaign_variants_run_the_same_settings_whatever_wpo_yml_holds():
-    """A variant (and so a finished run's label, a resumed run) means the same settings after wpo.yml's entries
-    change: every WPO variant sets each key the family entries tune."""
+def test_campaign_variants_run_the_same_settings_whatever_wpo_yml_or_the_defaults_hold():
+    """A variant (and so a finished run's label, a resumed run) means the same settings after wpo.yml's entries or
+    WPO's defaults change: every WPO variant sets each key the family entries tune, each default that changed once,
+    and its networks in full (a checkpoint's saved policy_kwargs rebuild its networks)."""
     entries = yaml.safe_load(common.zoo_file("wpo").read_text())
     for family in campaign.FAMILY_CANDIDATES:
         assert set(entries[family]) - LEFT_TO_THE_ENTRY <= set(campaign.REFERENCE_EXAMPLE), family
+    assert set(EARLIER_DEFAULTS) <= set(campaign.REFERENCE_EXAMPLE)
     for name, (algo, overrides) in campaign.VARIANTS.items():
         if algo == "wpo":
             assert set(campaign.REFERENCE_EXAMPLE) <= set(overrides), f"{name} leaves some of its settings to wpo.yml"
+            policy_kwargs = eval(overrides["policy_kwargs"], {"nn": th.nn})
+            assert set(EARLIER_POLICY_DEFAULTS) <= set(policy_kwargs), f"{name} leaves its networks to the defaults"
 
 
 def test_wpo_yml_ships_each_familys_candidate():

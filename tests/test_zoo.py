@@ -32,7 +32,7 @@ from stable_baselines3 import SAC
 from torch import nn
 
 from sb3_wpo import WPO, _zoo_hook, zoo
-from helpers import wpo_defaults
+from helpers import EARLIER_DEFAULTS, EARLIER_POLICY_DEFAULTS, policy_defaults, wpo_defaults
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "hyperparams" / "wpo.yml"
@@ -85,23 +85,37 @@ def test_one_config_file():
     assert zoo.DEFAULT_CONFIG == CONFIG.resolve()
 
 
-def wpo_settings(hyperparams: dict) -> dict:
-    """An entry's or a run's settings as WPO takes them (its defaults where they are not set), without the budget."""
-    return {name: value for name, value in {**wpo_defaults(), **hyperparams}.items() if name != "n_timesteps"}
+def wpo_settings(hyperparams: dict, earlier: bool = False) -> dict:
+    """An entry's or a run's settings as WPO takes them, without the budget: WPO's defaults where they are not set,
+    or (``earlier``, for the benchmark records) the defaults the records ran with."""
+    defaults, policy = wpo_defaults(), policy_defaults()
+    if earlier:
+        defaults, policy = {**defaults, **EARLIER_DEFAULTS}, {**policy, **EARLIER_POLICY_DEFAULTS}
+    settings = {name: value for name, value in {**defaults, **hyperparams}.items() if name != "n_timesteps"}
+    policy_kwargs = settings["policy_kwargs"] or {}
+    policy_kwargs = eval(policy_kwargs, {"nn": nn}) if isinstance(policy_kwargs, str) else policy_kwargs
+    return {**settings, "policy_kwargs": {**policy, **policy_kwargs}}
 
 
 def test_config_entries():
-    """Each entry says what stands behind it: Pendulum's study; for a family, the campaign, which ran its settings on
-    the family's tasks; for a listed task, the committed runs (campaign or tuning screen) of its settings, where there
-    are such runs; else that no committed benchmark stands behind it."""
+    """Each entry says what stands behind it: for a family, the campaign, which ran its settings on the family's tasks;
+    for a listed task, the committed runs (campaign, tuning screen, returns) of its settings, where there are such
+    runs (Pendulum-v1 has them); else that no committed benchmark stands behind it. The records written before WPO's
+    defaults changed are read with the defaults they ran with."""
     config = yaml.safe_load(CONFIG.read_text())
     assert set(config) == {"default", *zoo.FAMILIES, *ENV_IDS}
     results = ROOT / "benchmarks" / "results"
     # (where a run's record is, the record)
-    runs = [(name, json.loads(line)) for name in ("campaign", "tuning") for line in (results / name / "runs.jsonl").open()]
+    runs = [
+        (name, run)
+        for name in ("campaign", "tuning", "returns")
+        for run in map(json.loads, (results / name / "runs.jsonl").open())
+        if run["algo"].startswith("wpo")
+    ]
     pointers = {
         "campaign": ("benchmarks/results/campaign",),
         "tuning": ("benchmarks/results/tuning", "benchmarks/notes/tuning.md"),
+        "returns": ("benchmarks/results/returns",),
     }
     lines = CONFIG.read_text().splitlines()
     for key in config:
@@ -114,11 +128,11 @@ def test_config_entries():
         tasks = [
             run for run in runs if (zoo.task_family(run[1]["env_id"]) if key in zoo.FAMILIES else run[1]["env_id"]) == key
         ]
-        ran = {where for where, run in tasks if wpo_settings(run["hyperparams"]) == wpo_settings(config[key])}
+        ran = {where for where, run in tasks if wpo_settings(run["hyperparams"], earlier=True) == wpo_settings(config[key])}
         text = " ".join(comments)
         if key == "Pendulum-v1":
-            assert NOT_RUN not in text
-        elif ran:
+            assert ran == {"returns"}, "the Pendulum-v1 entry is what its benchmark ran"
+        if ran:
             assert NOT_RUN not in text, key
             assert any(pointer in text for where in ran for pointer in pointers[where]), f"{key}: say where its runs are"
         else:
@@ -195,7 +209,7 @@ def test_sampler_and_converter():
     """Sampled hyperparameters build a WPO model, and converting a trial's stored params (``--trial-id``) gives
     the same hyperparameters."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    kl_modes, action_maps, critics = set(), set(), set()
+    kl_modes, action_maps, critics, networks = set(), set(), set(), set()
     for _ in range(20):
         trial = study.ask()
         hyperparams = zoo.sample_wpo_params(trial, 1, 1, {"using_her_replay_buffer": False, "her_kwargs": {}})
@@ -211,16 +225,19 @@ def test_sampler_and_converter():
         assert model.policy_kwargs["net_arch"] in zoo.NET_ARCHS.values()
         action_maps.add(model.policy_kwargs["tanh_actions"])
         critics.add((model.policy_kwargs["n_critics"], model.policy_delay))
+        networks.add((model.policy_kwargs["layer_norm"], model.policy_kwargs["activation_fn"]))
         study.tell(trial, 0.0)
     assert kl_modes == {True, False} and action_maps == {True, False}
     assert critics == {(1, 1), (1, 2), (2, 1), (2, 2)}
-    # A trial stored before tanh_actions, n_critics and policy_delay joined the search space converts without them
-    # (the defaults)
-    newer = ("tanh_actions", "n_critics", "policy_delay")
+    assert networks == {(True, nn.ELU), (True, nn.ReLU), (False, nn.ELU), (False, nn.ReLU)}
+    # A trial stored before tanh_actions, n_critics, policy_delay and the networks joined the search space converts
+    # to what it ran with: WPO's defaults of its time, not today's
+    newer = ("tanh_actions", "n_critics", "policy_delay", "layer_norm", "activation_fn")
     old_params = {key: value for key, value in trial.params.items() if key not in newer}
     converted = zoo.convert_wpo_params(old_params)
-    assert "policy_delay" not in converted
-    assert not {"tanh_actions", "n_critics"} & converted["policy_kwargs"].keys()
+    assert converted["policy_delay"] == 1 != wpo_defaults()["policy_delay"]
+    then = dict(tanh_actions=False, n_critics=1, layer_norm=False, activation_fn=nn.ReLU)
+    assert {name: converted["policy_kwargs"][name] for name in then} == then
 
 
 def test_registered_in_zoo_dicts():
