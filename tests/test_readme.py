@@ -222,4 +222,3 @@ def test_loss_snippet_runs_with_the_shapes_it_names() -> None:
     assert names["loss"].shape == ()
     names["loss"].backward()
     assert names["online_mean"].grad is not None and th.isfinite(names["online_mean"].grad).all()
-
