@@ -250,6 +250,22 @@ def returns_section(summary: dict[str, Any] | None) -> list[str]:
     for png in sorted((RES / "returns").glob("curves_*.png")):
         out.append(f"![{png.stem}](results/returns/{png.name})")
     out.append("")
+    return [*out, *defaults_section()]
+
+
+def defaults_section() -> list[str]:
+    """The constructor defaults on Pendulum-v1 (the quick start), one summary per setting of the defaults
+    (``results/defaults/<name>``), with the command that made it."""
+    out = ["### The constructor defaults on Pendulum-v1 (`returns.py --defaults`)", "", note("defaults")]
+    for folder in sorted(path.parent for path in (RES / "defaults").glob("*/summary.json")):
+        summary = load(folder / "summary.json")
+        out += [
+            f"`results/defaults/{folder.name}`: {machine_line(summary['meta'])}.",
+            "",
+            (folder / "summary.md").read_text(),
+            f"![{folder.name}](results/defaults/{folder.name}/curves_Pendulum-v1.png)",
+            "",
+        ]
     return out
 
 
