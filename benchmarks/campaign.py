@@ -23,19 +23,23 @@ scheduler (one line per array task); ``queue`` runs them on this machine.
 """
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 from stable_baselines3.common.callbacks import CheckpointCallback
+from torch import nn
 
 import sb3_wpo
 
@@ -403,12 +407,34 @@ def mark_episode_cut(model: Any) -> None:
             buffer.timeouts[last] = 1.0
 
 
+@contextlib.contextmanager
+def variant_networks(experiment: Any) -> Iterator[None]:
+    """The zoo loads a checkpoint with the policy_kwargs saved in it; one saved before WPO's default networks changed
+    (LayerNorm, ELU, two critics) lacks the keys its variant left to the defaults then. The variant names its
+    networks in full now (the same networks: tests/test_benchmarks.py), and they rebuild the checkpoint's."""
+    policy_kwargs = (experiment.custom_hyperparams or {}).get("policy_kwargs")
+    if experiment.algo != "wpo" or policy_kwargs is None:
+        yield
+        return
+    from sb3_wpo import WPO
+
+    policy_kwargs = eval(policy_kwargs, {"nn": nn}) if isinstance(policy_kwargs, str) else policy_kwargs
+    load = WPO.load
+
+    def load_with_the_variants_networks(path: Any, *args: Any, **kwargs: Any) -> Any:
+        return load(path, *args, custom_objects={"policy_kwargs": policy_kwargs}, **kwargs)
+
+    with mock.patch.object(WPO, "load", load_with_the_variants_networks):
+        yield
+
+
 def resumed_model(experiment: Any, checkpoint: Checkpoint) -> tuple[Any, dict[str, Any]]:
     """The zoo's model continued from ``checkpoint`` (its ``--trained-agent`` loading), with the checkpoint's replay
     buffer and VecNormalize statistics, as the README's resume recipe loads them."""
     from stable_baselines3.common.vec_env import VecNormalize
 
-    model, saved_hyperparams = experiment.setup_experiment()
+    with variant_networks(experiment):
+        model, saved_hyperparams = experiment.setup_experiment()
     # The zoo itself loads <folder>/replay_buffer.pkl beside the agent (the harness before named its buffer so)
     if checkpoint.replay_buffer is not None and checkpoint.replay_buffer != checkpoint.model.with_name("replay_buffer.pkl"):
         model.load_replay_buffer(checkpoint.replay_buffer)

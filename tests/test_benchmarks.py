@@ -632,6 +632,41 @@ def test_campaign_diagnoses_a_named_screen_run_with_tanh_actions(tmp_path: Path,
     assert fields == (name, "wpo-s1u1-ln2-tanh", "Pendulum-v1", 200)
 
 
+def test_campaign_resumes_a_checkpoint_saved_before_the_default_networks_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A checkpoint whose saved policy_kwargs leave the networks to WPO's defaults of the time (one critic then, two
+    now) resumes with the networks its variant names in full; without them the zoo's load would build two critics."""
+    import zipfile
+
+    from stable_baselines3.common.save_util import data_to_json
+
+    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
+    original = campaign.RunCheckpoint._on_step
+    kill_after_a_checkpoint(monkeypatch, 300)
+    algo = "wpo-s1u1-ln2-tanh"  # one critic
+    with pytest.raises(KeyboardInterrupt):
+        campaign.run(algo, "Pendulum-v1", 0, 400, eval_freq=100, n_eval_episodes=1, save_freq=200)
+    checkpoint = campaign.latest_checkpoint(tmp_path / "runs" / campaign.run_name(algo, "Pendulum-v1", 0, 400))
+    assert checkpoint is not None
+    with zipfile.ZipFile(checkpoint.model) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    data = json.loads(files["data"])
+    saved = eval(campaign.VARIANTS[algo][1]["policy_kwargs"], {"nn": th.nn})
+    assert saved.pop("n_critics") == 1
+    data["policy_kwargs"] = json.loads(data_to_json({"policy_kwargs": saved}))["policy_kwargs"]
+    files["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(checkpoint.model, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    monkeypatch.setattr(campaign.RunCheckpoint, "_on_step", original)
+    campaign.run(algo, "Pendulum-v1", 0, 400, eval_freq=100, n_eval_episodes=1, save_freq=200)
+    (record,) = common.read_jsonl(tmp_path / "out" / "runs.jsonl")
+    assert record["settings"]["policy_kwargs"]["n_critics"] == 1 and record["settings"]["policy_kwargs"]["tanh_actions"]
+    assert [point["timesteps"] for point in record["curve"]] == [100, 200, 300, 400]
+
+
 def test_campaign_run_names_parse_back():
     for run in [("wpo-s1u1-ln2-2q", "dm_control/humanoid-stand-v0", 2, 500_000), ("sac", "HalfCheetah-v5", 0, 300_000)]:
         assert campaign.parse_run_name(campaign.run_name(*run)) == run
