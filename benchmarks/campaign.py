@@ -422,7 +422,7 @@ def variant_networks(experiment: Any) -> Iterator[None]:
     load = WPO.load
 
     def load_with_the_variants_networks(path: Any, *args: Any, **kwargs: Any) -> Any:
-        return load(path, *args, custom_objects={"policy_kwargs": policy_kwargs}, **kwargs)
+        return load(path, *args, **{**kwargs, "custom_objects": {"policy_kwargs": policy_kwargs}})
 
     with mock.patch.object(WPO, "load", load_with_the_variants_networks):
         yield
