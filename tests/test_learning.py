@@ -113,10 +113,11 @@ def test_her_learns_the_bit_flipping_goals():
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_identity_box_like_sb3(seed):
-    """SB3's own continuous identity test (tests/test_identity.py::test_continuous, SAC's budget of 400 steps), with
-    WPO's defaults: it needs a warm-up shorter than the budget, as SAC's learning_starts=100."""
+    """SB3's own continuous identity test (tests/test_identity.py::test_continuous, SAC's budget of 400 steps and its
+    learning rate of 1e-3), on other seeds, with WPO's other defaults: it needs a warm-up shorter than the budget, as
+    SAC's learning_starts=100."""
     env = IdentityEnvBox(eps=0.5)
-    model = WPO("MlpPolicy", env, gamma=0.5, seed=seed, policy_kwargs=dict(net_arch=[64]))
+    model = WPO("MlpPolicy", env, gamma=0.5, learning_rate=1e-3, seed=seed, policy_kwargs=dict(net_arch=[64]))
     model.learn(400)
     mean_return, _ = evaluate_policy(model, env, n_eval_episodes=20, warn=False)
     assert mean_return >= 90, f"mean evaluation return {mean_return:.1f} < 90 after 400 steps"
