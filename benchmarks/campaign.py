@@ -23,23 +23,19 @@ scheduler (one line per array task); ``queue`` runs them on this machine.
 """
 
 import argparse
-import contextlib
 import fcntl
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
-from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 from stable_baselines3.common.callbacks import CheckpointCallback
-from torch import nn
 
 import sb3_wpo
 
@@ -50,7 +46,7 @@ CONFIGS = {"wpo": None, "sac": str(common.ROOT / "benchmarks" / "hyperparams" / 
 # the tuned candidates: every WPO variant sets these keys, so that a variant runs the same settings whatever wpo.yml's
 # entries hold (they keep only the budget, the warm-up and the env wrapper; tests/test_benchmarks.py checks both).
 # V(s') is the max over the samples, an option of ours (the reference's agent takes their mean). Every variant also
-# names the networks in full (layer norm, activation, critics), WPO's defaults having changed once.
+# names its networks in full (layer norm, activation, critics), so that it keeps its meaning if WPO's defaults change.
 LN3 = "net_arch=[256, 256, 256], layer_norm=True, activation_fn=nn.ELU"  # its networks, as policy_kwargs' arguments
 REFERENCE_EXAMPLE: dict[str, Any] = {
     "learning_rate": 3e-4,
@@ -407,34 +403,12 @@ def mark_episode_cut(model: Any) -> None:
             buffer.timeouts[last] = 1.0
 
 
-@contextlib.contextmanager
-def variant_networks(experiment: Any) -> Iterator[None]:
-    """The zoo loads a checkpoint with the policy_kwargs saved in it; one saved before WPO's default networks changed
-    (LayerNorm, ELU, two critics) lacks the keys its variant left to the defaults then. The variant names its
-    networks in full now (the same networks: tests/test_benchmarks.py), and they rebuild the checkpoint's."""
-    policy_kwargs = (experiment.custom_hyperparams or {}).get("policy_kwargs")
-    if experiment.algo != "wpo" or policy_kwargs is None:
-        yield
-        return
-    from sb3_wpo import WPO
-
-    policy_kwargs = eval(policy_kwargs, {"nn": nn}) if isinstance(policy_kwargs, str) else policy_kwargs
-    load = WPO.load
-
-    def load_with_the_variants_networks(path: Any, *args: Any, **kwargs: Any) -> Any:
-        return load(path, *args, **{**kwargs, "custom_objects": {"policy_kwargs": policy_kwargs}})
-
-    with mock.patch.object(WPO, "load", load_with_the_variants_networks):
-        yield
-
-
 def resumed_model(experiment: Any, checkpoint: Checkpoint) -> tuple[Any, dict[str, Any]]:
     """The zoo's model continued from ``checkpoint`` (its ``--trained-agent`` loading), with the checkpoint's replay
     buffer and VecNormalize statistics, as the README's resume recipe loads them."""
     from stable_baselines3.common.vec_env import VecNormalize
 
-    with variant_networks(experiment):
-        model, saved_hyperparams = experiment.setup_experiment()
+    model, saved_hyperparams = experiment.setup_experiment()
     # The zoo itself loads <folder>/replay_buffer.pkl beside the agent (the harness before named its buffer so)
     if checkpoint.replay_buffer is not None and checkpoint.replay_buffer != checkpoint.model.with_name("replay_buffer.pkl"):
         model.load_replay_buffer(checkpoint.replay_buffer)

@@ -25,7 +25,6 @@ import campaign_report
 import common
 import epsilon_sweep
 import returns
-from helpers import EARLIER_DEFAULTS, EARLIER_POLICY_DEFAULTS
 from returns import parse_seeds
 
 BENCHMARKS = Path(common.__file__).parent
@@ -462,17 +461,18 @@ LEFT_TO_THE_ENTRY = {"n_timesteps", "policy", "learning_starts", "env_wrapper"}
 
 def test_campaign_variants_run_the_same_settings_whatever_wpo_yml_or_the_defaults_hold():
     """A variant (and so a finished run's label, a resumed run) means the same settings after wpo.yml's entries or
-    WPO's defaults change: every WPO variant sets each key the family entries tune, each default that changed once,
-    and its networks in full (a checkpoint's saved policy_kwargs rebuild its networks)."""
+    WPO's defaults change: every WPO variant sets each key the family entries tune and its networks in full (a
+    checkpoint's saved policy_kwargs rebuild its networks)."""
     entries = yaml.safe_load(common.zoo_file("wpo").read_text())
     for family in campaign.FAMILY_CANDIDATES:
         assert set(entries[family]) - LEFT_TO_THE_ENTRY <= set(campaign.REFERENCE_EXAMPLE), family
-    assert set(EARLIER_DEFAULTS) <= set(campaign.REFERENCE_EXAMPLE)
     for name, (algo, overrides) in campaign.VARIANTS.items():
         if algo == "wpo":
             assert set(campaign.REFERENCE_EXAMPLE) <= set(overrides), f"{name} leaves some of its settings to wpo.yml"
             policy_kwargs = eval(overrides["policy_kwargs"], {"nn": th.nn})
-            assert set(EARLIER_POLICY_DEFAULTS) <= set(policy_kwargs), f"{name} leaves its networks to the defaults"
+            assert {"layer_norm", "activation_fn", "n_critics"} <= set(policy_kwargs), (
+                f"{name} leaves its networks to the defaults"
+            )
 
 
 def test_wpo_yml_ships_each_familys_candidate():
@@ -630,41 +630,6 @@ def test_campaign_diagnoses_a_named_screen_run_with_tanh_actions(tmp_path: Path,
     (partial,) = json.loads((tmp_path / "out" / "in_progress.json").read_text())["runs"]
     fields = (partial["name"], partial["algo"], partial["env_id"], partial["timesteps"])
     assert fields == (name, "wpo-s1u1-ln2-tanh", "Pendulum-v1", 200)
-
-
-def test_campaign_resumes_a_checkpoint_saved_before_the_default_networks_changed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    """A checkpoint whose saved policy_kwargs leave the networks to WPO's defaults of the time (one critic then, two
-    now) resumes with the networks its variant names in full; without them the zoo's load would build two critics."""
-    import zipfile
-
-    from stable_baselines3.common.save_util import data_to_json
-
-    monkeypatch.setattr(campaign, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(campaign, "OUT", tmp_path / "out")
-    original = campaign.RunCheckpoint._on_step
-    kill_after_a_checkpoint(monkeypatch, 300)
-    algo = "wpo-s1u1-ln2-tanh"  # one critic
-    with pytest.raises(KeyboardInterrupt):
-        campaign.run(algo, "Pendulum-v1", 0, 400, eval_freq=100, n_eval_episodes=1, save_freq=200)
-    checkpoint = campaign.latest_checkpoint(tmp_path / "runs" / campaign.run_name(algo, "Pendulum-v1", 0, 400))
-    assert checkpoint is not None
-    with zipfile.ZipFile(checkpoint.model) as archive:
-        files = {name: archive.read(name) for name in archive.namelist()}
-    data = json.loads(files["data"])
-    saved = eval(campaign.VARIANTS[algo][1]["policy_kwargs"], {"nn": th.nn})
-    assert saved.pop("n_critics") == 1
-    data["policy_kwargs"] = json.loads(data_to_json({"policy_kwargs": saved}))["policy_kwargs"]
-    files["data"] = json.dumps(data).encode()
-    with zipfile.ZipFile(checkpoint.model, "w") as archive:
-        for name, content in files.items():
-            archive.writestr(name, content)
-    monkeypatch.setattr(campaign.RunCheckpoint, "_on_step", original)
-    campaign.run(algo, "Pendulum-v1", 0, 400, eval_freq=100, n_eval_episodes=1, save_freq=200)
-    (record,) = common.read_jsonl(tmp_path / "out" / "runs.jsonl")
-    assert record["settings"]["policy_kwargs"]["n_critics"] == 1 and record["settings"]["policy_kwargs"]["tanh_actions"]
-    assert [point["timesteps"] for point in record["curve"]] == [100, 200, 300, 400]
 
 
 def test_campaign_run_names_parse_back():
