@@ -3,6 +3,7 @@ home), its links against the files, its Python snippets against the package."""
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,14 @@ CAMPAIGN_SUMMARY = ROOT / "benchmarks" / "results" / "campaign" / "summary.json"
 RETURNS_SUMMARY = ROOT / "benchmarks" / "results" / "returns" / "summary.json"
 TABLE_MARKER = "<!-- results-table:"
 VERDICT_MARGIN = 0.05  # the campaign's rule (benchmarks/campaign.py), applied to Pendulum-v1's final returns
+
+
+def assert_check_rejects(check: Callable[[str], None], old: str, new: str) -> None:
+    """``check`` fails on the README with its first ``old`` replaced by ``new`` (a check that can fail)."""
+    text = README.read_text()
+    assert old in text, f"the README no longer has {old!r}: pick another cell for this test"
+    with pytest.raises(AssertionError):
+        check(text.replace(old, new, 1))
 
 
 def results_rows(text: str) -> list[list[str]]:
@@ -107,10 +116,7 @@ def test_results_table_matches_the_summaries() -> None:
     ],
 )
 def test_results_check_rejects_a_changed_number(old: str, new: str) -> None:
-    text = README.read_text()
-    assert old in text, f"the README no longer has {old!r}: pick another cell for this test"
-    with pytest.raises(AssertionError):
-        check_results_table(text.replace(old, new, 1))
+    assert_check_rejects(check_results_table, old, new)
 
 
 def settings_rows(text: str) -> dict[str, list[str]]:
@@ -124,13 +130,13 @@ def settings_rows(text: str) -> dict[str, list[str]]:
 def check_settings_table(text: str) -> None:
     """The ``WPO()`` and wpo.yml columns against WPO's signature and the MuJoCo / DMC family entries."""
     import yaml
-    from helpers import wpo_defaults
+    from helpers import policy_kwargs_of, wpo_defaults
     from torch import nn
 
     defaults = wpo_defaults()
     entries = yaml.safe_load((ROOT / "hyperparams" / "wpo.yml").read_text())
     mujoco, dm_control = entries["mujoco"], entries["dm_control"]
-    kwargs = eval(mujoco["policy_kwargs"], {"nn": nn})
+    kwargs = policy_kwargs_of(mujoco["policy_kwargs"])
     rows = {
         setting: dict(zip(("reference", "default", "entry"), cells, strict=True))
         for setting, cells in settings_rows(text).items()
@@ -170,10 +176,7 @@ def test_settings_table_says_what_ships() -> None:
     ],
 )
 def test_settings_check_rejects_a_changed_setting(old: str, new: str) -> None:
-    text = README.read_text()
-    assert old in text, f"the README no longer has {old!r}: pick another cell for this test"
-    with pytest.raises(AssertionError):
-        check_settings_table(text.replace(old, new, 1))
+    assert_check_rejects(check_settings_table, old, new)
 
 
 def test_relative_links_point_at_files() -> None:
