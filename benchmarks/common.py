@@ -11,6 +11,7 @@ import csv
 import enum
 import fcntl
 import importlib
+import inspect
 import io
 import json
 import os
@@ -310,8 +311,6 @@ def model_settings(model: Any) -> dict[str, Any]:
     """The settings a model was built with, defaults included: its constructor's arguments as the model holds them,
     and its policy's (``policy_kwargs``, as the policy resolved them). A record that holds them keeps its meaning
     when the algorithm's defaults change, which its zoo hyperparameters (what the entry set) do not."""
-    import inspect
-
     names = [name for name in inspect.signature(type(model).__init__).parameters if name not in NOT_SETTINGS]
     settings = {name: getattr(model, name) for name in names if hasattr(model, name)}
     policy = model.policy._get_constructor_parameters()

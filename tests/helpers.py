@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from torch import nn
 
 from sb3_wpo import WPO
 from sb3_wpo.policies import WPOPolicy
@@ -37,6 +38,14 @@ def defaults_of(function: Any) -> dict[str, Any]:
 def wpo_defaults() -> dict[str, Any]:
     """WPO's constructor defaults, by argument name."""
     return defaults_of(WPO.__init__)
+
+
+def policy_kwargs_of(value: str | dict[str, Any] | None) -> dict[str, Any]:
+    """``policy_kwargs`` as a config holds it: a ``"dict(...)"`` string (evaluated with ``nn``, as the RL Zoo does), a
+    dict, or None."""
+    if value is None:
+        return {}
+    return eval(value, {"nn": nn}) if isinstance(value, str) else dict(value)
 
 
 def policy_defaults() -> dict[str, Any]:

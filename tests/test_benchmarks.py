@@ -25,6 +25,7 @@ import campaign_report
 import common
 import epsilon_sweep
 import returns
+from helpers import policy_kwargs_of
 from returns import parse_seeds
 
 BENCHMARKS = Path(common.__file__).parent
@@ -469,8 +470,7 @@ def test_campaign_variants_run_the_same_settings_whatever_wpo_yml_or_the_default
     for name, (algo, overrides) in campaign.VARIANTS.items():
         if algo == "wpo":
             assert set(campaign.REFERENCE_EXAMPLE) <= set(overrides), f"{name} leaves some of its settings to wpo.yml"
-            policy_kwargs = eval(overrides["policy_kwargs"], {"nn": th.nn})
-            assert {"layer_norm", "activation_fn", "n_critics"} <= set(policy_kwargs), (
+            assert {"layer_norm", "activation_fn", "n_critics"} <= set(policy_kwargs_of(overrides["policy_kwargs"])), (
                 f"{name} leaves its networks to the defaults"
             )
 

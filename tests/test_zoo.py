@@ -32,7 +32,7 @@ from stable_baselines3 import SAC
 from torch import nn
 
 from sb3_wpo import WPO, _zoo_hook, zoo
-from helpers import policy_defaults, wpo_defaults
+from helpers import policy_defaults, policy_kwargs_of, wpo_defaults
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "hyperparams" / "wpo.yml"
@@ -90,9 +90,7 @@ def wpo_settings(hyperparams: dict) -> dict:
     the budget."""
     defaults, policy = wpo_defaults(), policy_defaults()
     settings = {name: value for name, value in {**defaults, **hyperparams}.items() if name != "n_timesteps"}
-    policy_kwargs = settings["policy_kwargs"] or {}
-    policy_kwargs = eval(policy_kwargs, {"nn": nn}) if isinstance(policy_kwargs, str) else policy_kwargs
-    return {**settings, "policy_kwargs": {**policy, **policy_kwargs}}
+    return {**settings, "policy_kwargs": {**policy, **policy_kwargs_of(settings["policy_kwargs"])}}
 
 
 def test_config_entries():
@@ -143,8 +141,7 @@ def test_config_arguments_are_valid(key):
     assert hyperparams.pop("policy") == "MlpPolicy"
     assert float(hyperparams.pop("n_timesteps")) > 0
     hyperparams.pop("env_wrapper", None)
-    policy_kwargs = hyperparams.pop("policy_kwargs", "dict()")
-    policy_kwargs = eval(policy_kwargs, {"nn": nn}) if isinstance(policy_kwargs, str) else policy_kwargs
+    policy_kwargs = policy_kwargs_of(hyperparams.pop("policy_kwargs", None))
     model = WPO("MlpPolicy", "Pendulum-v1", policy_kwargs=policy_kwargs, _init_setup_model=False, **hyperparams)
     for name, value in hyperparams.items():
         assert getattr(model, name) == value or name in ("train_freq", "learning_rate")
