@@ -162,6 +162,10 @@ VARIANTS.update(
             "wpo",
             {**HARD, **TWO_CRITICS_TANH, "ent_coef": "auto", "entropy_in_target": True},
         ),
+        # Stage 14, HalfCheetah-v5 (the MuJoCo entry's one task behind SAC): the entry at WPO()'s learning rate, 1e-3
+        # in place of 3e-4, a larger step for actor and critic alike; also the MuJoCo run that the defaults' next
+        # trial needs (stage 13)
+        "wpo-s1u1-ln2-2q-n1-d2-lr1e-3": ("wpo", {**CANDIDATE_2Q_N1_D2, "learning_rate": 1e-3}),
     }
 )
 COLORS = {  # each variant's color in the figures (campaign_report.py)
@@ -192,6 +196,7 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s1u1-ln2-2q-d2": "teal",
     "wpo-s1u1-ln2-2q-n1-d2-ent-hard-soft": "saddlebrown",
     "wpo-s1u1-ln2-2q-n1-d2-hard-soft": "olivedrab",
+    "wpo-s1u1-ln2-2q-n1-d2-lr1e-3": "indigo",
 }
 
 # The issue's order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so
