@@ -25,6 +25,7 @@ Each run is one command line (this script with one run's selection and ``--in-pr
 """
 
 import argparse
+import ast
 import contextlib
 import io
 import sys
@@ -57,6 +58,19 @@ def parse_seeds(text: list[str]) -> list[int]:
     return seeds
 
 
+def parse_setting(parser: argparse.ArgumentParser, item: str) -> tuple[str, Any]:
+    """One ``--set KEY=VALUE``, its value read as the zoo's ``-params`` reads one: a Python literal (``1e-3``, ``100``,
+    ``True``, ``[256, 256]``), else the text itself (``dict(...)``, which the zoo evaluates, or a name such as
+    ``mean``). YAML would keep ``1e-3`` a string, which the zoo then takes for a schedule."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        parser.error(f"--set: {item!r} is not KEY=VALUE (e.g. learning_rate=1e-3)")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["Pendulum-v1"])
@@ -78,7 +92,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--commands", action="store_true", help="print one command line per run to do (for a scheduler)")
     parser.add_argument("--in-process", action="store_true", help="run the selected runs here, without the report")
     args = parser.parse_args()
-    args.overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    args.overrides = dict(parse_setting(parser, item) for item in args.set)
     if args.quick:
         args.seeds, args.steps, args.eval_freq, args.n_eval_episodes = args.seeds or ["0,1"], 2000, 500, 2
     args.seeds = args.seeds or ["0-9"]

@@ -138,6 +138,25 @@ def test_specs_name_the_config_each_run_reads():
     assert returns.make_specs(returns_args(), done={("wpo", "Pendulum-v1", 0, 20_000)}) == []
 
 
+def test_set_reads_values_as_the_zoo_params_do(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """``--set`` values are Python literals where they parse as one (YAML kept ``1e-3`` a string, which the zoo took
+    for a schedule and failed on), else text for the zoo to evaluate; an item without ``=`` is an error naming it."""
+    kwargs = "policy_kwargs=dict(net_arch=[256, 256], n_critics=2)"
+    argv = ["returns.py", "--set", "learning_rate=1e-3", "learning_starts=100", "target_aggregation=mean", kwargs]
+    monkeypatch.setattr(sys, "argv", [*argv, "use_sde=False"])
+    assert returns.parse_args().overrides == {
+        "learning_rate": 0.001,
+        "learning_starts": 100,
+        "target_aggregation": "mean",
+        "policy_kwargs": "dict(net_arch=[256, 256], n_critics=2)",
+        "use_sde": False,
+    }
+    monkeypatch.setattr(sys, "argv", ["returns.py", "--set", "learning_rate:1e-3"])
+    with pytest.raises(SystemExit):
+        returns.parse_args()
+    assert "--set: 'learning_rate:1e-3' is not KEY=VALUE" in capsys.readouterr().err
+
+
 SEEN: list[Any] = []  # the RecorderSeen of the runs of a test
 
 
