@@ -352,7 +352,8 @@ def campaign_section(summary: dict[str, Any] | None) -> list[str]:
     return out
 
 
-def main() -> None:
+def render() -> str:
+    """The results page, from the committed result files and notes."""
     speed = load(RES / "speed" / "speed.json")
     cost = load(RES / "update_cost" / "update_cost.json")
     returns = load(RES / "returns" / "summary.json")
@@ -374,7 +375,11 @@ def main() -> None:
         *tuning_section(),
         note("not_run"),
     ]
-    (BENCH / "README.md").write_text("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    (BENCH / "README.md").write_text(render())
     print(f"wrote {BENCH / 'README.md'}")
 
 

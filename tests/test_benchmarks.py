@@ -24,11 +24,18 @@ import campaign
 import campaign_report
 import common
 import epsilon_sweep
+import make_report
 import returns
 from helpers import policy_kwargs_of
 from returns import parse_seeds
 
 BENCHMARKS = Path(common.__file__).parent
+
+
+def test_results_page_is_generated_from_the_committed_results():
+    """benchmarks/README.md is what make_report.py renders from the result files and notes: a changed note or summary
+    without the page regenerated fails here."""
+    assert (BENCHMARKS / "README.md").read_text() == make_report.render(), "run `python benchmarks/make_report.py`"
 
 
 def test_parse_seeds():
