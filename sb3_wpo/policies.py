@@ -81,8 +81,8 @@ class Actor(BasePolicy):
         net_arch: list[int],
         features_extractor: BaseFeaturesExtractor,
         features_dim: int,
-        activation_fn: type[nn.Module] = nn.ReLU,
-        layer_norm: bool = False,
+        activation_fn: type[nn.Module] = nn.ELU,
+        layer_norm: bool = True,
         init_std: float = 0.5,
         min_std: float = 1e-6,
         tanh_actions: bool = False,
@@ -171,10 +171,10 @@ class Critic(BaseModel):
         net_arch: list[int],
         features_extractor: BaseFeaturesExtractor,
         features_dim: int,
-        activation_fn: type[nn.Module] = nn.ReLU,
-        layer_norm: bool = False,
+        activation_fn: type[nn.Module] = nn.ELU,
+        layer_norm: bool = True,
         normalize_images: bool = True,
-        n_critics: int = 1,
+        n_critics: int = 2,
         share_features_extractor: bool = False,
     ):
         check_all(POLICY_RULES, dict(net_arch=net_arch, n_critics=n_critics, layer_norm=layer_norm))
@@ -221,12 +221,15 @@ class WPOPolicy(BasePolicy):
 
     :param net_arch: hidden layers, a list for both networks or ``dict(pi=[...], qf=[...])``.
         Default: [256, 256] for both.
-    :param layer_norm: use the reference's LayerNorm MLP (LayerNorm + tanh after the first layer).
+    :param activation_fn: activation of the hidden layers (ELU, the reference's; SAC's networks use ReLU).
+    :param layer_norm: use the reference's LayerNorm MLP (LayerNorm + tanh after the first layer); False builds
+        SB3's plain MLP.
     :param init_std: initial policy standard deviation (normalized action units).
     :param min_std: floor of the policy standard deviation.
     :param tanh_actions: actions are tanh(u) for u ~ N(μ, σ), as SAC's, and the WPO update of the Gaussian takes
         ∇u Q = ∇a Q · (1 − tanh²u); False (the reference) clips u to the action bounds.
-    :param n_critics: number of Q-networks; the critic target takes their minimum.
+    :param n_critics: number of Q-networks (2, as SAC's; the reference has 1); the critic's target takes their minimum,
+        the policy follows their mean.
     :param share_features_extractor: share the features extractor of actor and critic (trained by the actor).
     Other parameters as in SB3's ``SACPolicy``.
     """
@@ -242,8 +245,8 @@ class WPOPolicy(BasePolicy):
         action_space: spaces.Box,
         lr_schedule: Schedule,
         net_arch: list[int] | dict[str, list[int]] | None = None,
-        activation_fn: type[nn.Module] = nn.ReLU,
-        layer_norm: bool = False,
+        activation_fn: type[nn.Module] = nn.ELU,
+        layer_norm: bool = True,
         init_std: float = 0.5,
         min_std: float = 1e-6,
         tanh_actions: bool = False,
@@ -252,7 +255,7 @@ class WPOPolicy(BasePolicy):
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
-        n_critics: int = 1,
+        n_critics: int = 2,
         share_features_extractor: bool = False,
     ):
         arguments = dict(

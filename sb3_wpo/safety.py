@@ -498,6 +498,12 @@ FILE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def _load_error_hint(error: BaseException) -> str:
+    if isinstance(error, RuntimeError) and "Error(s) in loading state_dict" in str(error):
+        return (
+            ". The saved networks are not those its policy_kwargs build. A model saved when WPO's default networks were"
+            " a ReLU MLP with one critic loads with custom_objects={'policy_kwargs': {'layer_norm': False,"
+            " 'activation_fn': torch.nn.ReLU, 'n_critics': 1, **its policy_kwargs}}."
+        )
     if isinstance(error, FILE_ERRORS) or "zip-file" in str(error):
         return ". The file is corrupt or truncated, or not what was expected (an SB3 model zip / a replay buffer pickle)."
     if isinstance(error, TypeError) and "policy must be" in str(error):

@@ -60,6 +60,16 @@ NET_ARCHS = {
 }
 ACTIVATION_FNS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
 
+# What a trial stored before a setting joined the search space ran with (WPO's defaults of the time), so that
+# ``--trial-id`` rebuilds the model it trained
+EARLIER_TRIALS: dict[str, Any] = {
+    "activation_fn": "relu",
+    "layer_norm": False,
+    "tanh_actions": False,
+    "n_critics": 1,
+    "policy_delay": 1,
+}
+
 # The config entries that hold the settings of a family of tasks (see task_family).
 FAMILIES = ("mujoco", "dm_control")
 
@@ -74,7 +84,7 @@ def convert_wpo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     """Turn the parameters sampled by :func:`sample_wpo_params` (an Optuna trial's ``params``) into WPO's arguments.
 
     Like rl_zoo3's ``convert_offpolicy_params``: it is also used on a stored trial's params (``--trial-id``)."""
-    hyperparams = dict(sampled_params)
+    hyperparams = {**EARLIER_TRIALS, **sampled_params}
     hyperparams["gamma"] = 1 - hyperparams.pop("one_minus_gamma")
     hyperparams["batch_size"] = 2 ** hyperparams.pop("batch_size_pow")
     hyperparams["buffer_size"] = int(10 ** hyperparams.pop("buffer_size_pow"))
@@ -84,11 +94,9 @@ def convert_wpo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
         "net_arch": NET_ARCHS[hyperparams.pop("net_arch")],
         "init_std": hyperparams.pop("init_std"),
     }
-    if "activation_fn" in hyperparams:
-        policy_kwargs["activation_fn"] = ACTIVATION_FNS[hyperparams.pop("activation_fn")]
-    for name in ("layer_norm", "tanh_actions", "n_critics"):  # absent from trials of search spaces before them
-        if name in hyperparams:
-            policy_kwargs[name] = hyperparams.pop(name)
+    policy_kwargs["activation_fn"] = ACTIVATION_FNS[hyperparams.pop("activation_fn")]
+    for name in ("layer_norm", "tanh_actions", "n_critics"):
+        policy_kwargs[name] = hyperparams.pop(name)
     hyperparams["policy_kwargs"] = policy_kwargs
     return hyperparams
 
@@ -124,7 +132,7 @@ def sample_wpo_params(trial: Any, n_actions: int, n_envs: int, additional_args: 
     # update, cost about one critic's CPU time (benchmarks/notes/tuning.md, stage 8)
     n_critics = trial.suggest_categorical("n_critics", [1, 2])
     policy_delay = trial.suggest_categorical("policy_delay", [1, 2])
-    # The reference's LayerNorm MLP with ELU or SAC's plain ReLU MLP (WPO's default), and the two crossed
+    # The reference's LayerNorm MLP with ELU (WPO's default) or SAC's plain ReLU MLP, and the two crossed
     layer_norm = trial.suggest_categorical("layer_norm", [True, False])
     activation_fn = trial.suggest_categorical("activation_fn", ["elu", "relu"])
 

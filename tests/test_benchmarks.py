@@ -26,7 +26,7 @@ import common
 import epsilon_sweep
 import make_report
 import returns
-from helpers import policy_kwargs_of
+from helpers import EARLIER_DEFAULTS, EARLIER_POLICY_DEFAULTS, policy_kwargs_of
 from returns import parse_seeds
 
 BENCHMARKS = Path(common.__file__).parent
@@ -220,7 +220,7 @@ def test_a_run_is_built_by_the_zoo_and_records_its_curve(algo, defaults, monkeyp
     else:
         entry = common.raw_hyperparams(algo, "Pendulum-v1")
         assert record["hyperparams"] == common.hyperparams_for_json({**entry, **overrides})
-        assert model.lr_schedule(1.0) == entry["learning_rate"] == 1e-3  # SAC's default is 3e-4, WPO's too
+        assert model.lr_schedule(1.0) == entry["learning_rate"] == 1e-3  # SAC's default is 3e-4, WPO's 1e-3
     if algo == "wpo":
         samples = 8 if defaults else entry["num_samples"]  # WPO's default, or the entry's
         assert (model.num_samples, model.n_steps, model.train_freq.frequency) == (samples, 5, 2)
@@ -488,15 +488,16 @@ LEFT_TO_THE_ENTRY = {"n_timesteps", "policy", "learning_starts", "env_wrapper"}
 
 def test_campaign_variants_run_the_same_settings_whatever_wpo_yml_or_the_defaults_hold():
     """A variant (and so a finished run's label, a resumed run) means the same settings after wpo.yml's entries or
-    WPO's defaults change: every WPO variant sets each key the family entries tune and its networks in full (a
-    checkpoint's saved policy_kwargs rebuild its networks)."""
+    WPO's defaults change: every WPO variant sets each key the family entries tune, each default that changed once,
+    and its networks in full (a checkpoint's saved policy_kwargs rebuild its networks)."""
     entries = yaml.safe_load(common.zoo_file("wpo").read_text())
     for family in campaign.FAMILY_CANDIDATES:
         assert set(entries[family]) - LEFT_TO_THE_ENTRY <= set(campaign.REFERENCE_EXAMPLE), family
+    assert set(EARLIER_DEFAULTS) <= set(campaign.REFERENCE_EXAMPLE)
     for name, (algo, overrides) in campaign.VARIANTS.items():
         if algo == "wpo":
             assert set(campaign.REFERENCE_EXAMPLE) <= set(overrides), f"{name} leaves some of its settings to wpo.yml"
-            assert {"layer_norm", "activation_fn", "n_critics"} <= set(policy_kwargs_of(overrides["policy_kwargs"])), (
+            assert set(EARLIER_POLICY_DEFAULTS) <= set(policy_kwargs_of(overrides["policy_kwargs"])), (
                 f"{name} leaves its networks to the defaults"
             )
 

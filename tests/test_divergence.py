@@ -13,19 +13,24 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import CheckpointCallback
+from torch import nn
 
 from sb3_wpo import WPO, DivergenceError
 from sb3_wpo.safety import SNAPSHOT_INTERVAL
 from helpers import assert_same
 
+# Sized with WPO's earlier defaults (one update per 2 steps, one critic, a ReLU MLP): the reference's LayerNorm MLP,
+# today's default, does not overflow at the learning rate these tests use to blow the networks up
 TINY: dict[str, Any] = dict(
     buffer_size=1_000,
     learning_starts=40,
     batch_size=32,
     num_samples=4,
+    train_freq=2,
+    policy_delay=1,
     dual_learning_rate=1e-2,
     target_update_interval=5,
-    policy_kwargs=dict(net_arch=[16]),
+    policy_kwargs=dict(net_arch=[16], layer_norm=False, activation_fn=nn.ReLU, n_critics=1),
     seed=0,
 )
 

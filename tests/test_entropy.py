@@ -36,9 +36,17 @@ def test_the_velocity_is_minus_the_gradient_of_the_actions_log_density(tanh_acti
 
 
 def make_model(**kwargs: Any) -> WPO:
-    # No KL penalty (α ≈ 1e-8), so that only ∇a Q and the entropy move the policy
+    # No KL penalty (α ≈ 1e-8), so that only ∇a Q and the entropy move the policy; 8 samples at learning rate 1e-3
+    # (the sizes these tests were made with: the std's growth in 50 steps scales with the learning rate)
     arguments: dict[str, Any] = dict(
-        learning_starts=0, batch_size=64, init_log_alpha_mean=-18.0, init_log_alpha_std=-18.0, seed=0, device="cpu"
+        learning_starts=0,
+        batch_size=64,
+        init_log_alpha_mean=-18.0,
+        init_log_alpha_std=-18.0,
+        learning_rate=1e-3,
+        num_samples=8,
+        seed=0,
+        device="cpu",
     )
     arguments.update(kwargs)
     return WPO("MlpPolicy", ENV_ID, policy_kwargs=dict(net_arch=[32, 32], tanh_actions=True), **arguments)

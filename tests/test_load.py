@@ -143,3 +143,25 @@ def test_continuing_with_an_empty_replay_buffer_warns(saved: Path):
         warnings.simplefilter("error")
         model.learn(10, reset_num_timesteps=False)
         fresh.learn(10)
+
+
+def test_a_model_saved_with_the_earlier_default_networks_says_how_to_load(tmp_path: Path):
+    """A model saved when WPO's default networks were a ReLU MLP with one critic has no policy_kwargs in its file;
+    today's defaults build other networks, and the error says which custom_objects load it."""
+    import json
+    import zipfile
+
+    earlier = dict(layer_norm=False, activation_fn=th.nn.ReLU, n_critics=1)
+    WPO("MlpPolicy", "Pendulum-v1", policy_kwargs=earlier).save(tmp_path / "model.zip")
+    with zipfile.ZipFile(tmp_path / "model.zip") as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    data = json.loads(files["data"])
+    data["policy_kwargs"] = {}  # what such a save holds with the default networks
+    files["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(tmp_path / "earlier.zip", "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    with pytest.raises(LoadError, match=r"custom_objects=\{'policy_kwargs': \{'layer_norm': False.*'n_critics': 1, \*\*its"):
+        WPO.load(tmp_path / "earlier.zip")
+    model = WPO.load(tmp_path / "earlier.zip", custom_objects={"policy_kwargs": earlier})
+    assert model.critic.n_critics == 1 and not model.actor.layer_norm

@@ -130,7 +130,7 @@ def settings_rows(text: str) -> dict[str, list[str]]:
 def check_settings_table(text: str) -> None:
     """The ``WPO()`` and wpo.yml columns against WPO's signature and the MuJoCo / DMC family entries."""
     import yaml
-    from helpers import policy_kwargs_of, wpo_defaults
+    from helpers import policy_defaults, policy_kwargs_of, wpo_defaults
     from torch import nn
 
     defaults = wpo_defaults()
@@ -155,6 +155,11 @@ def check_settings_table(text: str) -> None:
     assert rows["networks"]["entry"] == f"LayerNorm MLP {kwargs['net_arch']}, ELU" and kwargs["layer_norm"]
     assert kwargs["activation_fn"] is nn.ELU
     assert f"n_critics={kwargs['n_critics']}" in rows["critics, V(s')"]["entry"]
+    policy = policy_defaults()
+    assert rows["networks"]["default"] == f"LayerNorm MLP {policy['net_arch']}, ELU" and policy["layer_norm"]
+    assert policy["activation_fn"] is nn.ELU
+    assert f"n_critics={policy['n_critics']}" in rows["critics, V(s')"]["default"]
+    assert f"policy_delay={defaults['policy_delay']}" in rows["updates per env step"]["default"]
     assert mujoco["target_aggregation"] == "mean" and "mean over N" in rows["critics, V(s')"]["entry"]
     assert mujoco["dual_learning_rate"] == 0 and "α learned" not in rows["ε_mean / ε_std, α"]["entry"].split(";")[0]
     assert f"dual_learning_rate={dm_control['dual_learning_rate']:g}" in rows["ε_mean / ε_std, α"]["entry"]
@@ -167,11 +172,16 @@ def test_settings_table_says_what_ships() -> None:
 @pytest.mark.parametrize(
     ("old", "new"),
     [
-        ("| 8 | 1 |", "| 8 | 20 |"),
+        ("| 20 | 1 | 1 |", "| 20 | 1 | 20 |"),
+        ("| 20 | 1 | 1 |", "| 20 | 8 | 1 |"),
         ("| 1e-3 (Adam) | 3e-4 |", "| 1e-3 (Adam) | 1e-3 |"),
-        ("(`policy_delay=2`)", "(`policy_delay=3`)"),
+        ("| 1e-3 (Adam) | 3e-4 |", "| 3e-4 (Adam) | 3e-4 |"),
+        ("| 1, the policy at every second (`policy_delay=2`)", "| 1, the policy at every second (`policy_delay=3`)"),
+        ("(`train_freq=1`), the policy at every second (`policy_delay=2`)", "(`train_freq=1`), the policy (`policy_delay=1`)"),
         ("| 1 (SB3 has no n-step Dict buffer) | 1 |", "| 1 (SB3 has no n-step Dict buffer) | 5 |"),
-        ("| MLP [256, 256], ReLU | LayerNorm MLP [256, 256], ELU |", "| MLP [256, 256], ReLU | LayerNorm MLP [256], ELU |"),
+        ("256), ELU | LayerNorm MLP [256, 256], ELU |", "256), ELU | MLP [256, 256], ReLU |"),
+        ("ELU | LayerNorm MLP [256, 256], ELU |\n", "ELU | LayerNorm MLP [256], ELU |\n"),
+        ("target actions | two (`n_critics=2`)", "target actions | one (`n_critics=1`)"),
         ("(`dual_learning_rate=0.01`;", "(`dual_learning_rate=0.1`;"),
     ],
 )

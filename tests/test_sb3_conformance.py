@@ -484,15 +484,18 @@ def test_her_dict_obs(tmp_path: Path) -> None:
     vec_obs = model.get_env().reset()  # type: ignore[union-attr]
     assert isinstance(vec_obs, dict) and model.predict(vec_obs)[0].shape == (1, n_bits)
 
+    while (model.replay_buffer._current_ep_start == model.replay_buffer.pos).all():  # saved mid-episode, for the warning
+        model.learn(1, reset_num_timesteps=False)
     model.save(tmp_path / "her.zip")
     model.save_replay_buffer(tmp_path / "her_buffer.pkl")
     loaded = WPO.load(tmp_path / "her.zip", env=BitFlippingEnv(n_bits=n_bits, continuous=True, max_steps=n_bits))
-    with pytest.warns(UserWarning, match="last trajectory in the replay buffer will be truncated"):  # saved mid-episode
+    with pytest.warns(UserWarning, match="last trajectory in the replay buffer will be truncated"):
         loaded.load_replay_buffer(tmp_path / "her_buffer.pkl")
     assert isinstance(loaded.replay_buffer, HerReplayBuffer)
+    action, _ = model.predict(obs, deterministic=True)  # type: ignore[arg-type]
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], action)  # type: ignore[arg-type]
     loaded.learn(40, reset_num_timesteps=False)
-    assert loaded._n_updates == 140
+    assert loaded._n_updates == model._n_updates + 40
 
 
 def test_dict_obs_without_her() -> None:
@@ -614,7 +617,12 @@ def test_same_seed_same_result() -> None:
 
 @pytest.mark.parametrize(
     "policy_kwargs",
-    [dict(net_arch=[16, 8]), dict(net_arch=[16], layer_norm=True, n_critics=2), dict(net_arch=[]), dict(net_arch=[8, 8, 8])],
+    [
+        dict(net_arch=[16, 8]),
+        dict(net_arch=[16], layer_norm=False, n_critics=1),
+        dict(net_arch=[]),
+        dict(net_arch=[8, 8, 8], layer_norm=False, n_critics=3),
+    ],
 )
 @pytest.mark.parametrize("split", [True, False])
 def test_critic_of_sampled_actions_matches_one_action_per_state(policy_kwargs: dict, split: bool, monkeypatch) -> None:
@@ -628,7 +636,7 @@ def test_critic_of_sampled_actions_matches_one_action_per_state(policy_kwargs: d
     actions = th.rand(3, 5, 1, requires_grad=True)
     per_sample = th.stack([critic(obs, actions[n]) for n in range(3)])
     batched = critic(obs, actions)
-    assert batched.shape == per_sample.shape == (3, 5, policy_kwargs.get("n_critics", 1))
+    assert batched.shape == per_sample.shape == (3, 5, critic.n_critics)
     th.testing.assert_close(batched, per_sample, rtol=1e-5, atol=1e-6)
     (grad_batched,) = th.autograd.grad(batched.sum(), actions)
     (grad_per_sample,) = th.autograd.grad(per_sample.sum(), actions)
@@ -637,18 +645,18 @@ def test_critic_of_sampled_actions_matches_one_action_per_state(policy_kwargs: d
 
 
 @pytest.mark.parametrize(
-    "policy_kwargs, actor_shapes, critic_shapes",
+    "policy_kwargs, actor_shapes, critic_shapes, n_critics",
     [
-        (dict(net_arch=[16, 8]), [(3, 16), (16, 8), (8, 1), (8, 1)], [(4, 16), (16, 8), (8, 1)]),
-        (dict(net_arch=dict(pi=[16], qf=[24, 12])), [(3, 16), (16, 1), (16, 1)], [(4, 24), (24, 12), (12, 1)]),
-        (dict(net_arch=[16], n_critics=2), [(3, 16), (16, 1), (16, 1)], [(4, 16), (16, 1)] * 2),
+        (dict(net_arch=[16, 8]), [(3, 16), (16, 8), (8, 1), (8, 1)], [(4, 16), (16, 8), (8, 1)] * 2, 2),  # 2 by default
+        (dict(net_arch=dict(pi=[16], qf=[24, 12]), n_critics=1), [(3, 16), (16, 1), (16, 1)], [(4, 24), (24, 12), (12, 1)], 1),
+        (dict(net_arch=[16], n_critics=3), [(3, 16), (16, 1), (16, 1)], [(4, 16), (16, 1)] * 3, 3),
     ],
 )
-def test_net_arch(tmp_path: Path, policy_kwargs: dict, actor_shapes: list, critic_shapes: list) -> None:
+def test_net_arch(tmp_path: Path, policy_kwargs: dict, actor_shapes: list, critic_shapes: list, n_critics: int) -> None:
     model = make_model(policy_kwargs=policy_kwargs)
     assert linear_shapes(model.actor) == actor_shapes == linear_shapes(model.actor_target)
     assert linear_shapes(model.critic) == critic_shapes == linear_shapes(model.critic_target)
-    n_critics = policy_kwargs.get("n_critics", 1)
+    assert model.critic.n_critics == n_critics
     obs_tensor, _ = model.policy.obs_to_tensor(model.observation_space.sample())
     assert model.critic(obs_tensor, th.zeros(1, 1)).shape == (1, n_critics)
     assert model.critic(obs_tensor, th.zeros(4, 1, 1)).shape == (4, 1, n_critics)
@@ -660,14 +668,15 @@ def test_net_arch(tmp_path: Path, policy_kwargs: dict, actor_shapes: list, criti
 
 
 def test_layer_norm_and_activation_fn() -> None:
-    model = make_model(policy_kwargs=dict(layer_norm=True, activation_fn=nn.ELU, net_arch=[16, 16, 16]))
+    """The reference's LayerNorm MLP with ELU is the default; ``layer_norm=False`` builds SB3's plain MLP."""
+    model = make_model(policy_kwargs=dict(net_arch=[16, 16, 16]))
     for network in (model.actor, model.critic, model.actor_target, model.critic_target):
         kinds = [type(m) for m in network.modules()]
         assert nn.LayerNorm in kinds and nn.ELU in kinds and nn.ReLU not in kinds
     model.learn(80)
     assert model._n_updates == 30
 
-    plain = make_model(policy_kwargs=dict(activation_fn=nn.Tanh))
+    plain = make_model(policy_kwargs=dict(layer_norm=False, activation_fn=nn.Tanh))
     for network in (plain.actor, plain.critic):
         kinds = [type(m) for m in network.modules()]
         assert nn.Tanh in kinds and nn.LayerNorm not in kinds and nn.ReLU not in kinds
@@ -799,7 +808,7 @@ def filled_model(**kwargs: Any) -> WPO:
 
 @pytest.mark.parametrize("interval", [1, 3])
 def test_hard_target_update(interval: int) -> None:
-    model = filled_model(tau=1.0, target_update_interval=interval)
+    model = filled_model(tau=1.0, target_update_interval=interval, policy_delay=1)  # each update moves the actor too
     for step in range(1, 2 * interval + 2):
         model.train(gradient_steps=1, batch_size=32)
         synced = step % interval == 0

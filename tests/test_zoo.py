@@ -32,7 +32,7 @@ from stable_baselines3 import SAC
 from torch import nn
 
 from sb3_wpo import WPO, _zoo_hook, zoo
-from helpers import policy_defaults, policy_kwargs_of, wpo_defaults
+from helpers import EARLIER_DEFAULTS, EARLIER_POLICY_DEFAULTS, policy_defaults, policy_kwargs_of, wpo_defaults
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "hyperparams" / "wpo.yml"
@@ -85,10 +85,12 @@ def test_one_config_file():
     assert zoo.DEFAULT_CONFIG == CONFIG.resolve()
 
 
-def wpo_settings(hyperparams: dict) -> dict:
-    """An entry's or a run's settings as WPO takes them (its and its policy's defaults where they are not set), without
-    the budget."""
+def wpo_settings(hyperparams: dict, earlier: bool = False) -> dict:
+    """An entry's or a run's settings as WPO takes them, without the budget: WPO's defaults where they are not set,
+    or (``earlier``, for the benchmark records) the defaults the records ran with."""
     defaults, policy = wpo_defaults(), policy_defaults()
+    if earlier:
+        defaults, policy = {**defaults, **EARLIER_DEFAULTS}, {**policy, **EARLIER_POLICY_DEFAULTS}
     settings = {name: value for name, value in {**defaults, **hyperparams}.items() if name != "n_timesteps"}
     return {**settings, "policy_kwargs": {**policy, **policy_kwargs_of(settings["policy_kwargs"])}}
 
@@ -96,7 +98,8 @@ def wpo_settings(hyperparams: dict) -> dict:
 def test_config_entries():
     """Each entry says what stands behind it: for a family, the campaign, which ran its settings on the family's tasks;
     for a listed task, the committed runs (campaign, tuning screen, returns) of its settings, where there are such
-    runs (Pendulum-v1 has them); else that no committed benchmark stands behind it."""
+    runs (Pendulum-v1 has them); else that no committed benchmark stands behind it. The records written before WPO's
+    defaults changed are read with the defaults they ran with."""
     config = yaml.safe_load(CONFIG.read_text())
     assert set(config) == {"default", *zoo.FAMILIES, *ENV_IDS}
     results = ROOT / "benchmarks" / "results"
@@ -123,7 +126,7 @@ def test_config_entries():
         tasks = [
             run for run in runs if (zoo.task_family(run[1]["env_id"]) if key in zoo.FAMILIES else run[1]["env_id"]) == key
         ]
-        ran = {where for where, run in tasks if wpo_settings(run["hyperparams"]) == wpo_settings(config[key])}
+        ran = {where for where, run in tasks if wpo_settings(run["hyperparams"], earlier=True) == wpo_settings(config[key])}
         text = " ".join(comments)
         if key == "Pendulum-v1":
             assert ran == {"returns"}, "the Pendulum-v1 entry is what its benchmark ran"
@@ -225,12 +228,13 @@ def test_sampler_and_converter():
     assert critics == {(1, 1), (1, 2), (2, 1), (2, 2)}
     assert networks == {(True, nn.ELU), (True, nn.ReLU), (False, nn.ELU), (False, nn.ReLU)}
     # A trial stored before tanh_actions, n_critics, policy_delay and the networks joined the search space converts
-    # without them (the defaults, which it ran with)
+    # to what it ran with: WPO's defaults of its time, not today's
     newer = ("tanh_actions", "n_critics", "policy_delay", "layer_norm", "activation_fn")
     old_params = {key: value for key, value in trial.params.items() if key not in newer}
     converted = zoo.convert_wpo_params(old_params)
-    assert "policy_delay" not in converted
-    assert not set(newer) & converted["policy_kwargs"].keys()
+    assert converted["policy_delay"] == 1 != wpo_defaults()["policy_delay"]
+    then = dict(tanh_actions=False, n_critics=1, layer_norm=False, activation_fn=nn.ReLU)
+    assert {name: converted["policy_kwargs"][name] for name in then} == then
 
 
 def test_registered_in_zoo_dicts():
