@@ -222,8 +222,7 @@ def test_a_run_is_built_by_the_zoo_and_records_its_curve(algo, defaults, monkeyp
         assert record["hyperparams"] == common.hyperparams_for_json({**entry, **overrides})
         assert model.lr_schedule(1.0) == entry["learning_rate"] == 1e-3  # SAC's default is 3e-4, WPO's 1e-3
     if algo == "wpo":
-        samples = 8 if defaults else entry["num_samples"]  # WPO's default, or the entry's
-        assert (model.num_samples, model.n_steps, model.train_freq.frequency) == (samples, 5, 2)
+        assert (model.num_samples, model.n_steps, model.train_freq.frequency) == (entry["num_samples"], 5, 2)  # the entry's
         assert (model.learning_starts, model.replay_buffer.buffer_size) == (200, 1000)
         assert record["train_stats"] and set(common.WPO_TRAIN_KEYS) <= set(record["train_stats"][-1])
         assert record["train_means"]["alpha_mean"] == pytest.approx(math.log1p(math.e**0) + 1e-8, rel=1e-4)
