@@ -330,6 +330,25 @@ def test_startup_hook_can_be_turned_off(tmp_path):
     assert "algos: False False False False" in output
 
 
+@pytest.mark.parametrize("has_hook_file", [True, False])
+def test_startup_hook_is_silent_where_the_package_files_are_gone(tmp_path, has_hook_file):
+    """The .pth file runs at every interpreter start-up, for every program: where the sb3_wpo that Python finds has
+    no hook file (an editable install whose checkout was moved or deleted), it does nothing and prints nothing."""
+    package = tmp_path / "packages" / "sb3_wpo"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    if has_hook_file:
+        shutil.copy(ROOT / "sb3_wpo" / "_zoo_hook.py", package)
+    (tmp_path / "site").mkdir()
+    shutil.copy(ROOT / "sb3_wpo_zoo_hook.pth", tmp_path / "site")
+    check = (
+        f"import sys, site; sys.path.insert(0, {str(package.parent)!r}); site.addsitedir({str(tmp_path / 'site')!r}); "
+        "print('hooked:', any(getattr(f, '_sb3_wpo_zoo_hook', False) for f in sys.meta_path))"
+    )
+    result = run(["-S", "-c", check], cwd=tmp_path)  # -S: no site-packages, so no installed copy of the hook
+    assert result.stdout.strip() == f"hooked: {has_hook_file}" and result.stderr == ""
+
+
 @pytest.mark.slow
 def test_explicit_entry_point_usage(tmp_path):
     result = run(["-m", "sb3_wpo.zoo"], cwd=tmp_path, check=False)
