@@ -432,12 +432,11 @@ def gradient_updates(algo: str, env_id: str, timesteps: list[int], hyperparams: 
     return [max(0, t - start) * per_step for t in timesteps]
 
 
-def report() -> None:
-    import matplotlib.pyplot as plt
-
-    records = common.read_jsonl(campaign.OUT / "runs.jsonl")
-    in_progress = result_runs("in_progress.json")
-    meta = common.provenance()
+def campaign_summary(folder: Path) -> tuple[dict[str, Any], list[str]]:
+    """The campaign's summary (``summary.json`` less its provenance) and its table (``summary.md``), made from the
+    folder's committed result files alone: ``runs.jsonl`` and the diagnoses (``diagnostics.json``,
+    ``action_noise.json``, ``q_bias.json``), so that a test can check the committed page against them."""
+    records = common.read_jsonl(folder / "runs.jsonl")
     rows = summarize(records) if records else []
     task_verdicts = verdicts(records)
     shipped = shipped_verdicts(records)
@@ -449,9 +448,7 @@ def report() -> None:
         "verdicts": task_verdicts,
         "candidate_verdicts": candidate_verdicts,
         "probes": probes,
-        "meta": meta,
     }
-    common.write_json(campaign.OUT / "summary.json", summary)
     lines = [
         "| task | algo | steps | seeds | final return mean ± std | mean of last 3 evals | steps (gradient updates) to "
         "threshold, median of seeds reaching it | train CPU h (median), on | anchor |",
@@ -494,13 +491,25 @@ def report() -> None:
             f"| {row['algo']} | {row['env_id']} | {row['seed']} | {row['timesteps']:,} | {row['eval_mean']:.1f} | "
             f"{wpo or '—'} | {sac or '—'} |"
         )
-    lines += diagnosis_table(result_runs("diagnostics.json"))
-    noise_file = campaign.OUT / "action_noise.json"
+    lines += diagnosis_table(result_runs("diagnostics.json", folder))
+    noise_file = folder / "action_noise.json"
     if noise_file.exists():
         lines += noise_table(json.loads(noise_file.read_text()), task_verdicts)
-    lines += q_bias_table(result_runs("q_bias.json"))
+    lines += q_bias_table(result_runs("q_bias.json", folder))
+    return summary, lines
+
+
+def report() -> None:
+    import matplotlib.pyplot as plt
+
+    summary, lines = campaign_summary(campaign.OUT)
+    meta = common.provenance()
+    common.write_json(campaign.OUT / "summary.json", {**summary, "meta": meta})
     (campaign.OUT / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    records = common.read_jsonl(campaign.OUT / "runs.jsonl")
+    in_progress = result_runs("in_progress.json")
+    shipped = summary["shipped_verdicts"]
     groups = [
         (records, "-", "finished"),
         ([r for r in in_progress if not r.get("lost")], "--", "in progress"),
@@ -757,14 +766,14 @@ def window(record: dict[str, Any], steps: int) -> dict[str, float] | None:
     return {"last3": last3_mean({"curve": curve}), "cpu_ms_per_step": cpu_ms}
 
 
-def tuning() -> None:
+def tuning_summary(out: Path, campaign_folder: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Each screening run (``results/tuning``) beside the campaign's SAC seeds and the reference settings' WPO seeds
     at the same step, by the rule of ``benchmarks/notes/tuning.md``: score = mean of the last 3 evaluations, cost =
     train CPU time per step against SAC's median over its seeds that ran on the same CPU (``common.same_machine``;
-    none: no ratio, and ``variant_cost.py`` measures it side by side)."""
-    out = common.RESULTS / "tuning"
+    none: no ratio, and ``variant_cost.py`` measures it side by side). The rows (``summary.json``) and the table
+    (``summary.md``), made from the committed result files alone."""
     screened = common.read_jsonl(out / "runs.jsonl")
-    baseline = common.read_jsonl(common.RESULTS / "campaign" / "runs.jsonl")
+    baseline = common.read_jsonl(campaign_folder / "runs.jsonl")
     rows = []
     for record in screened:
         steps, env_id = record["steps"], record["env_id"]
@@ -778,7 +787,6 @@ def tuning() -> None:
             row[f"{algo}_cpu_ms_per_step"] = float(np.median(costs)) if costs else None
         row["cost_vs_sac"] = own["cpu_ms_per_step"] / row["sac_cpu_ms_per_step"] if row["sac_cpu_ms_per_step"] else None
         rows.append(row)
-    common.write_json(out / "summary.json", {"rows": rows, "meta": common.provenance()})
 
     def values(xs: list[float]) -> str:
         return ", ".join(f"{x:.0f}" for x in xs) or "-"
@@ -805,10 +813,19 @@ def tuning() -> None:
     if diagnoses.exists():
         lines += diagnosis_table(json.loads(diagnoses.read_text())["runs"])
     lines += q_bias_table(result_runs("q_bias.json", out))  # ... campaign_report.py qbias --runs
+    return rows, lines
+
+
+def tuning() -> None:
+    import matplotlib.pyplot as plt
+
+    out = common.RESULTS / "tuning"
+    rows, lines = tuning_summary(out, common.RESULTS / "campaign")
+    common.write_json(out / "summary.json", {"rows": rows, "meta": common.provenance()})
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-    import matplotlib.pyplot as plt
+    screened = common.read_jsonl(out / "runs.jsonl")
+    baseline = common.read_jsonl(common.RESULTS / "campaign" / "runs.jsonl")
 
     # Unfinished screens (``SB3_WPO_CAMPAIGN_OUT=benchmarks/results/tuning campaign_report.py snapshot --runs ...``)
     in_progress = [run for run in result_runs("in_progress.json", out) if not run.get("lost")]

@@ -38,6 +38,28 @@ def test_results_page_is_generated_from_the_committed_results():
     assert (BENCHMARKS / "README.md").read_text() == make_report.render(), "run `python benchmarks/make_report.py`"
 
 
+def without_meta(summary: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in summary.items() if key != "meta"}
+
+
+def test_campaign_and_tuning_summaries_are_generated_from_the_committed_records():
+    """results/campaign and results/tuning: summary.md and summary.json (less their provenance) are what
+    campaign_report.py makes of the committed run records; a record committed without its summaries regenerated
+    (the README's rows read summary.json) fails here."""
+    folder = common.RESULTS / "campaign"
+    summary, lines = campaign_report.campaign_summary(folder)
+    hint = "run `python benchmarks/campaign_report.py report`"
+    assert (folder / "summary.md").read_text() == "\n".join(lines) + "\n", hint
+    committed = json.loads((folder / "summary.json").read_text())
+    assert without_meta(committed) == json.loads(json.dumps(summary, default=float)), hint
+
+    rows, lines = campaign_report.tuning_summary(common.RESULTS / "tuning", folder)
+    hint = "run `SB3_WPO_CAMPAIGN_OUT=benchmarks/results/tuning python benchmarks/campaign_report.py tuning`"
+    assert (common.RESULTS / "tuning" / "summary.md").read_text() == "\n".join(lines) + "\n", hint
+    committed = json.loads((common.RESULTS / "tuning" / "summary.json").read_text())
+    assert without_meta(committed) == {"rows": json.loads(json.dumps(rows, default=float))}, hint
+
+
 def test_parse_seeds():
     assert parse_seeds(["0-2", "5,7", "9"]) == [0, 1, 2, 5, 7, 9]
 
