@@ -166,6 +166,8 @@ VARIANTS.update(
         # in place of 3e-4, a larger step for actor and critic alike; also the MuJoCo run that the defaults' next
         # trial needs (stage 13)
         "wpo-s1u1-ln2-2q-n1-d2-lr1e-3": ("wpo", {**CANDIDATE_2Q_N1_D2, "learning_rate": 1e-3}),
+        # Stage 15, the Control Suite: its entry (``-hard``) at the learning rate that passed on MuJoCo (stage 14)
+        "wpo-s1u1-ln2-2q-n1-d2-hard-lr1e-3": ("wpo", {**HARD, "learning_rate": 1e-3}),
     }
 )
 COLORS = {  # each variant's color in the figures (campaign_report.py)
@@ -197,6 +199,7 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s1u1-ln2-2q-n1-d2-ent-hard-soft": "saddlebrown",
     "wpo-s1u1-ln2-2q-n1-d2-hard-soft": "olivedrab",
     "wpo-s1u1-ln2-2q-n1-d2-lr1e-3": "indigo",
+    "wpo-s1u1-ln2-2q-n1-d2-hard-lr1e-3": "darkcyan",
 }
 
 # The issue's order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so
