@@ -244,11 +244,17 @@ CONFIRMATION_ORDER = [
 ]
 # The tuning screen's candidates in the order the screen chose them. An earlier candidate's finished confirmation runs
 # stay in the records and in the reports' rows.
-CANDIDATES = ("wpo-s1u1-ln2", "wpo-s1u1-ln2-n1", "wpo-s1u1-ln2-2q-n1-d2", "wpo-s1u1-ln2-2q-n1-d2-hard")
+CANDIDATES = (
+    "wpo-s1u1-ln2",
+    "wpo-s1u1-ln2-n1",
+    "wpo-s1u1-ln2-2q-n1-d2",
+    "wpo-s1u1-ln2-2q-n1-d2-hard",
+    "wpo-s1u1-ln2-2q-n1-d2-lr1e-3",
+)
 # The current candidate of each family, the variant its confirmation runs (one per family, as wpo.yml's entries): the
 # Control Suite's holds the policy's step at ε with a learned mean dual, where its rewards in [0, 1] make the fixed
-# dual's step a twentieth of MuJoCo's (notes, stage 11).
-FAMILY_CANDIDATES = {"mujoco": "wpo-s1u1-ln2-2q-n1-d2", "dm_control": "wpo-s1u1-ln2-2q-n1-d2-hard"}
+# dual's step a twentieth of MuJoCo's (notes, stage 11); MuJoCo's learns at 1e-3 (notes, stages 14-15).
+FAMILY_CANDIDATES = {"mujoco": "wpo-s1u1-ln2-2q-n1-d2-lr1e-3", "dm_control": "wpo-s1u1-ln2-2q-n1-d2-hard"}
 
 
 def family(env_id: str) -> str:

@@ -64,7 +64,7 @@ class WPO(GuardedOffPolicyAlgorithm):
     The loss is ``sb3_wpo.losses.wpo_loss``, equal to the reference (Acme) loss to float64 precision.
 
     The defaults are the settings tuned on Gymnasium's MuJoCo tasks (``hyperparams/wpo.yml``'s ``mujoco`` entry but
-    its warm-up and learning rate; SAC's defaults are its MuJoCo settings too): 1 sampled action per state, one
+    its warm-up; SAC's defaults are its MuJoCo settings too): 1 sampled action per state, one
     update per environment step, the policy at every second (``policy_delay=2``), two critics (V(s') from their
     min), the reference's LayerNorm MLP [256, 256] with ELU, at learning rate 1e-3 (the reference's is 3e-4; 1e-3
     learned faster in the tuning screen and SB3's short identity tasks need it: ``benchmarks/notes/tuning.md``,

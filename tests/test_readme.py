@@ -146,8 +146,10 @@ def check_settings_table(text: str) -> None:
     assert rows["updates per env step"]["default"].startswith(f"{defaults['gradient_steps'] / defaults['train_freq']:g} ")
     assert rows["updates per env step"]["entry"].startswith(f"{mujoco['gradient_steps'] / mujoco['train_freq']:g},")
     assert f"policy_delay={mujoco['policy_delay']}" in rows["updates per env step"]["entry"]
-    assert rows["learning rate"]["default"].startswith(f"{defaults['learning_rate']:.0e}".replace("e-0", "e-"))
-    assert rows["learning rate"]["entry"] == f"{mujoco['learning_rate']:.0e}".replace("e-0", "e-")
+    rates = [f"{rate:.0e}".replace("e-0", "e-") for rate in (defaults["learning_rate"], mujoco["learning_rate"])]
+    rates += [f"{dm_control['learning_rate']:.0e}".replace("e-0", "e-")] if "learning_rate" in dm_control else []
+    assert rows["learning rate"]["default"].startswith(rates[0])
+    assert rows["learning rate"]["entry"] == " / ".join(dict.fromkeys(rates[1:])), "MuJoCo / DMC, one value where equal"
     assert rows["n-step returns"]["default"].startswith(f"{defaults['n_steps']} ")
     assert rows["n-step returns"]["entry"] == str(mujoco["n_steps"])
     assert rows["warm-up"]["default"].startswith(f"{defaults['learning_starts']:,} ")
@@ -174,8 +176,9 @@ def test_settings_table_says_what_ships() -> None:
     [
         ("| 20 | 1 | 1 |", "| 20 | 1 | 20 |"),
         ("| 20 | 1 | 1 |", "| 20 | 8 | 1 |"),
-        ("| 1e-3 (Adam) | 3e-4 |", "| 1e-3 (Adam) | 1e-3 |"),
-        ("| 1e-3 (Adam) | 3e-4 |", "| 3e-4 (Adam) | 3e-4 |"),
+        ("| 1e-3 (Adam) | 1e-3 / 3e-4 |", "| 1e-3 (Adam) | 1e-3 |"),
+        ("| 1e-3 (Adam) | 1e-3 / 3e-4 |", "| 1e-3 (Adam) | 3e-4 / 1e-3 |"),
+        ("| 1e-3 (Adam) | 1e-3 / 3e-4 |", "| 3e-4 (Adam) | 1e-3 / 3e-4 |"),
         ("| 1, the policy at every second (`policy_delay=2`)", "| 1, the policy at every second (`policy_delay=3`)"),
         ("(`train_freq=1`), the policy at every second (`policy_delay=2`)", "(`train_freq=1`), the policy (`policy_delay=1`)"),
         ("| 1 (SB3 has no n-step Dict buffer) | 1 |", "| 1 (SB3 has no n-step Dict buffer) | 5 |"),
