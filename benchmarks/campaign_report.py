@@ -830,7 +830,8 @@ def tuning() -> None:
     # Unfinished screens (``SB3_WPO_CAMPAIGN_OUT=benchmarks/results/tuning campaign_report.py snapshot --runs ...``)
     in_progress = [run for run in result_runs("in_progress.json", out) if not run.get("lost")]
     tasks = sorted({row["env_id"] for row in rows} | {run["env_id"] for run in in_progress})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+    # a panel per task, its legend below it: a screen has more runs than a panel can hold
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 9), squeeze=False)
     for ax, env_id in zip(axes[0], tasks, strict=True):
         budget = max(row["steps"] for row in rows + in_progress if row["env_id"] == env_id)
         variants = {"sac", "wpo", *(row["variant"] for row in rows), *(run["algo"] for run in in_progress)}
@@ -852,8 +853,8 @@ def tuning() -> None:
                     label=f"{record['algo']} s{record['seed']}{kind}",
                 )
         ax.set(title=env_id, xlabel="environment steps", ylabel="evaluation return (10 episodes)")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    fig.subplots_adjust(top=0.95, bottom=0.5, left=0.04, right=0.99, wspace=0.2)
     common.save_figure(fig, out / "curves.png", common.provenance())
 
 
