@@ -143,8 +143,8 @@ def diagnose(runs: list[str] | None = None, batch_size: int = 1024) -> None:
             **mean_push(mean, q_grads, means_at_bounds),
             "buffer_reward_mean": float(rewards.mean()),
             "buffer_reward_max": float(rewards.max()),
-            "alpha_mean": float(th.nn.functional.softplus(model.log_alpha_mean).mean()),
-            "alpha_std": float(th.nn.functional.softplus(model.log_alpha_std).mean()),
+            "alpha_mean": float(th.nn.functional.softplus(model.log_alpha_mean.detach()).mean()),
+            "alpha_std": float(th.nn.functional.softplus(model.log_alpha_std.detach()).mean()),
             "batch_size": batch_size,
             "meta": meta,
         }
