@@ -176,9 +176,9 @@ def test_settings_table_says_what_ships() -> None:
     [
         ("| 20 | 1 | 1 |", "| 20 | 1 | 20 |"),
         ("| 20 | 1 | 1 |", "| 20 | 8 | 1 |"),
-        ("| 1e-3 (Adam) | 1e-3 / 3e-4 |", "| 1e-3 (Adam) | 1e-3 |"),
-        ("| 1e-3 (Adam) | 1e-3 / 3e-4 |", "| 1e-3 (Adam) | 3e-4 / 1e-3 |"),
-        ("| 1e-3 (Adam) | 1e-3 / 3e-4 |", "| 3e-4 (Adam) | 1e-3 / 3e-4 |"),
+        ("| 1e-3 (Adam) | 1e-3 |", "| 1e-3 (Adam) | 1e-3 / 3e-4 |"),
+        ("| 1e-3 (Adam) | 1e-3 |", "| 1e-3 (Adam) | 3e-4 |"),
+        ("| 1e-3 (Adam) | 1e-3 |", "| 3e-4 (Adam) | 1e-3 |"),
         ("| 1, the policy at every second (`policy_delay=2`)", "| 1, the policy at every second (`policy_delay=3`)"),
         ("(`train_freq=1`), the policy at every second (`policy_delay=2`)", "(`train_freq=1`), the policy (`policy_delay=1`)"),
         ("| 1 (SB3 has no n-step Dict buffer) | 1 |", "| 1 (SB3 has no n-step Dict buffer) | 5 |"),
