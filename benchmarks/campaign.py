@@ -168,9 +168,9 @@ VARIANTS.update(
         "wpo-s1u1-ln2-2q-n1-d2-lr1e-3": ("wpo", {**CANDIDATE_2Q_N1_D2, "learning_rate": 1e-3}),
         # Stage 15, the Control Suite: its entry (``-hard``) at the learning rate that passed on MuJoCo (stage 14)
         "wpo-s1u1-ln2-2q-n1-d2-hard-lr1e-3": ("wpo", {**HARD, "learning_rate": 1e-3}),
-        # Stage 16, humanoid-stand: ``-hard-soft`` gave WPO's critic SAC's early steepness (|∇a Q| 0.13 at 20k) but
-        # it fell to 0.01-0.02, where SAC's stays at 0.11-0.24 with the same soft backup; what is left between them
-        # is the networks. So ``-hard-soft`` with SAC's (256 x 2 ReLU, no LayerNorm) for the actor and the critics
+        # Stage 16, humanoid-stand: under ``-hard-soft`` WPO's critic flattened in the action where SAC's, with the
+        # same soft backup, did not; what is left between them is the networks. So ``-hard-soft`` with SAC's (256 x 2
+        # ReLU, no LayerNorm) for the actor and the critics (the numbers: notes, stages 11 and 16)
         "wpo-s1u1-mlp-2q-n1-d2-hard-soft": (
             "wpo",
             {

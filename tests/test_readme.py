@@ -146,10 +146,13 @@ def check_settings_table(text: str) -> None:
     assert rows["updates per env step"]["default"].startswith(f"{defaults['gradient_steps'] / defaults['train_freq']:g} ")
     assert rows["updates per env step"]["entry"].startswith(f"{mujoco['gradient_steps'] / mujoco['train_freq']:g},")
     assert f"policy_delay={mujoco['policy_delay']}" in rows["updates per env step"]["entry"]
-    rates = [f"{rate:.0e}".replace("e-0", "e-") for rate in (defaults["learning_rate"], mujoco["learning_rate"])]
-    rates += [f"{dm_control['learning_rate']:.0e}".replace("e-0", "e-")] if "learning_rate" in dm_control else []
-    assert rows["learning rate"]["default"].startswith(rates[0])
-    assert rows["learning rate"]["entry"] == " / ".join(dict.fromkeys(rates[1:])), "MuJoCo / DMC, one value where equal"
+
+    def rate(entry: dict) -> str:
+        return f"{entry['learning_rate']:.0e}".replace("e-0", "e-")
+
+    assert rows["learning rate"]["default"].startswith(rate(defaults))
+    family_rates = dict.fromkeys(map(rate, (mujoco, dm_control)))  # dm_control's merges mujoco's unless it sets its own
+    assert rows["learning rate"]["entry"] == " / ".join(family_rates), "MuJoCo / DMC, one value where equal"
     assert rows["n-step returns"]["default"].startswith(f"{defaults['n_steps']} ")
     assert rows["n-step returns"]["entry"] == str(mujoco["n_steps"])
     assert rows["warm-up"]["default"].startswith(f"{defaults['learning_starts']:,} ")
