@@ -65,7 +65,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "sac": ("sac", {}),
     "wpo-utd1": ("wpo", {**REFERENCE_EXAMPLE, "train_freq": 1}),  # one update per step, as SAC: WPO and SAC at equal updates
     # The reference's MuJoCo entry with an initial std of 0.2 instead of 0.5: its fixed std penalty keeps the std
-    # near the initial one, and at 0.5 WPO explores with 1.4-3.3x SAC's noise (``action_noise``)
+    # near the initial one, and at 0.5 WPO explores with more noise than SAC (campaign/summary.md's noise table)
     "wpo-std0.2": (
         "wpo",
         {**REFERENCE_EXAMPLE, "policy_kwargs": f"dict({LN3}, n_critics=1, init_std=0.2)"},
@@ -111,8 +111,8 @@ VARIANTS.update(
         # Hypothesis 5 of issue 26: the candidate with two critics, V(s') from their min (SAC's clipped double Q; the
         # actor follows their mean), for HalfCheetah-v5, where every WPO setting so far flattens below SAC
         "wpo-s1u1-ln2-2q": ("wpo", {**S1U1_LN2, **TWO_CRITICS}),
-        # Stage 5, the two critics' rest of the HalfCheetah-v5 gap (ahead of SAC to ~120k steps, flat after), one
-        # factor each from ``-2q``: ``-n1`` 1-step returns (SAC's) in place of the entry's uncorrected 5-step returns,
+        # Stage 5, the two critics' rest of the HalfCheetah-v5 gap (ahead of SAC early, flat after), one factor each
+        # from ``-2q``: ``-n1`` 1-step returns (SAC's) in place of the entry's uncorrected 5-step returns,
         # whose targets mix in the older policies' rewards of the replay buffer; ``-polyak`` SAC's Polyak targets
         # (tau=0.005 every update) in place of the reference's hard copy every 100 updates
         "wpo-s1u1-ln2-2q-n1": ("wpo", {**S1U1_LN2, **TWO_CRITICS, "n_steps": 1}),
@@ -122,7 +122,7 @@ VARIANTS.update(
         "wpo-s1u1-ln2-n1-polyak": ("wpo", {**S1U1_LN2, "n_steps": 1, **POLYAK}),
         # and tanh actions: the std stays pinned in u, but the action noise shrinks where the policy saturates a bound
         # (as SAC's does), where a clipped sample gets no gradient from Q; the reference settings' deterministic
-        # actions sit at a bound 63-79% of the time on HalfCheetah-v5, SAC's 1-2% (campaign/summary.md's noise table)
+        # actions sit at a bound far more often than SAC's on HalfCheetah-v5 (campaign/summary.md's noise table)
         "wpo-s1u1-ln2-n1-tanh": (
             "wpo",
             {**S1U1_LN2, "n_steps": 1, "policy_kwargs": f"dict({LN2}, n_critics=1, tanh_actions=True)"},
@@ -138,11 +138,11 @@ VARIANTS.update(
         # bonus with a learned weight (``ent_coef="auto"``, towards −dim(A)) on tanh actions, and the std free to
         # follow it (the std penalty's weight at the mean's, as ``-std``), on the candidate
         "wpo-s1u1-ln2-2q-n1-d2-ent": ("wpo", ENTROPY),
-        # humanoid-stand's other reading: there ∇a Q is 100-1000x smaller than on MuJoCo (the reward scale), so the
-        # fixed mean penalty (α ≈ 0.69) holds the policy's mean to a KL of about 1e-5 per update where ε_mean is 0.01:
-        # the mean barely moves. A learned mean dual (Acme's dual learning rate, 0.01) brings the KL to ε whatever
-        # the reward scale; the std's dual starts at 1e4 and stays there in such a budget, so the std is pinned as
-        # in the candidate
+        # humanoid-stand's other reading (notes, stage 9): there ∇a Q is orders of magnitude smaller than on MuJoCo
+        # (the reward scale), so the fixed mean penalty (α ≈ 0.69) holds the policy's mean to a KL per update far
+        # below ε_mean: the mean barely moves. A learned mean dual (Acme's dual learning rate, 0.01) brings the KL
+        # to ε whatever the reward scale; the std's dual starts at 1e4 and stays there in such a budget, so the std
+        # is pinned as in the candidate
         "wpo-s1u1-ln2-2q-n1-d2-hard": ("wpo", HARD),
         # Stage 10, the Control Suite: the candidate is behind SAC on cheetah-run (seed 0, 300k) where the first
         # candidate (``wpo-s1u1-ln2``, the entry's 5-step returns) was level: the candidate with the entry's returns
@@ -153,9 +153,9 @@ VARIANTS.update(
         "wpo-s1u1-ln2-2q-n1-d2-ent-hard": ("wpo", ENTROPY_HARD),
         # and SAC's soft backup on top (``entropy_in_target``): the critic values the entropy to come, as SAC's does
         "wpo-s1u1-ln2-2q-n1-d2-ent-hard-soft": ("wpo", {**ENTROPY_HARD, "entropy_in_target": True}),
-        # Stage 11, humanoid-stand: at the floor SAC's critic is optimistic (Q 6-47 where the returns are worth about
-        # 0.5) and steep (|∇a Q| 0.11-0.24, WPO's 0.002-0.008), both from its soft backup, while its std in u stays
-        # near 0.5 (its entropy weight falls to about 0.001). So: the Control Suite's candidate (``-hard``) with SAC's
+        # Stage 11, humanoid-stand: at the floor SAC's critic is optimistic and steep in the action where WPO's is
+        # flat, both from its soft backup, while its std in u stays near 0.5 as its entropy weight falls (the
+        # numbers: notes, stage 11). So: the Control Suite's candidate (``-hard``) with SAC's
         # soft backup (tanh actions, ``ent_coef="auto"``, ``entropy_in_target``) and the std pinned at 0.5 as in the
         # candidate, which -ent-hard's runaway std argues for
         "wpo-s1u1-ln2-2q-n1-d2-hard-soft": (
@@ -233,9 +233,9 @@ TASKS = [
 SEEDS = {"wpo": (0, 1, 2), "sac": (0, 1)}
 # Runs beyond the issue's plan. On HalfCheetah-v5, where round one's WPO trails SAC from 30k steps on, two readings
 # of the gap, each over the 150k steps where the curves part: the update rate (WPO at one update per step, SAC's
-# rate, ≈ 2 core-hours) and the exploration noise (an initial std of 0.2, ≈ 0.7). On humanoid-stand, one update per
-# step: the reference's 0.25 give WPO 122.5k updates by 500k steps, fewer than SAC needed to take off (≈ 150k);
-# 300k steps give it 290k.
+# rate) and the exploration noise (an initial std of 0.2). On humanoid-stand, one update per step: the reference's
+# 0.25 give WPO 122.5k updates by 500k steps, fewer than SAC needed to take off (campaign/summary.md's threshold
+# column); 300k steps give it 290k.
 PROBES = [
     ("wpo-utd1", "HalfCheetah-v5", 0, 150_000),
     ("wpo-std0.2", "HalfCheetah-v5", 0, 150_000),
