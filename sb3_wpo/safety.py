@@ -169,8 +169,10 @@ class _Slot:
 
         One summation pass per buffer (a NaN or inf makes the sum non-finite), several times cheaper than
         ``isfinite(...).all()``; it would also flag a state whose sum overflows (|values| ~ 1e32), diverged anyway."""
-        sums = [flat.sum() for flat in self.flats if flat.is_floating_point()]
-        return th.isfinite(th.stack(sums)).all() if sums else th.ones((), dtype=th.bool)
+        device = self.flats[0].device if self.flats else None  # the model's: its parameters come first
+        # On a GPU some optimizer state stays on the CPU (Adam's step counts): each buffer's sum joins the flag there
+        sums = [flat.sum().to(device) for flat in self.flats if flat.is_floating_point()]
+        return th.isfinite(th.stack(sums)).all() if sums else th.ones((), dtype=th.bool, device=device)
 
 
 class StateSnapshot:

@@ -29,7 +29,7 @@ KILL_TRIALS = 30
 
 @pytest.fixture(scope="module")
 def model() -> WPO:
-    model = WPO("MlpPolicy", "Pendulum-v1", **TINY)
+    model = WPO("MlpPolicy", "Pendulum-v1", device="cpu", **TINY)  # saved by forked children, which cannot use CUDA
     model.learn(60)
     return model
 
@@ -195,7 +195,7 @@ def test_loading_a_bad_replay_buffer_names_it_and_keeps_the_buffer(model: WPO, t
 
 def test_save_and_load_round_trip_keeps_training_state(model: WPO, tmp_path: Path):
     model.save(tmp_path / "model")
-    loaded = WPO.load(tmp_path / "model")
+    loaded = WPO.load(tmp_path / "model", device=model.device)
     for name, tensor in model.policy.state_dict().items():
         assert th.equal(tensor, loaded.policy.state_dict()[name]), name
     assert isinstance(loaded, OffPolicyAlgorithm) and loaded.check_finite

@@ -123,7 +123,7 @@ def test_resume_after_sigkill(tmp_path: Path):
     pid = os.fork()
     if pid == 0:  # the child trains with checkpoints until it is killed; it never returns to pytest
         try:
-            model = WPO("MlpPolicy", ENV_ID, seed=2, **TINY)
+            model = WPO("MlpPolicy", ENV_ID, seed=2, device="cpu", **TINY)  # a forked child cannot use CUDA
             model.learn(100_000, callback=CheckpointCallback(save_freq=20, save_path=str(tmp_path), save_replay_buffer=True))
         finally:
             os._exit(0)

@@ -94,7 +94,7 @@ def assert_nested_equal(actual: Any, expected: Any, path: str = "") -> None:
             assert_nested_equal(a, e, f"{path}/{i}")
     elif isinstance(expected, th.Tensor):
         assert isinstance(actual, th.Tensor), path
-        assert th.equal(actual, expected), path
+        assert th.equal(actual.cpu(), expected.cpu()), path  # values: a model loaded on a GPU keeps Adam's step there
     elif isinstance(expected, np.ndarray):
         np.testing.assert_array_equal(actual, expected, err_msg=path)
     else:
@@ -353,7 +353,7 @@ def test_predict_bounds_and_deterministic_clipped_mean() -> None:
         obs_tensor, _ = model.policy.obs_to_tensor(observations)
         with th.no_grad():
             mean, _ = model.actor.distribution_params(obs_tensor)
-        return low + (np.clip(mean.numpy(), -1.0, 1.0) + 1.0) * 0.5 * (high - low)
+        return low + (np.clip(mean.cpu().numpy(), -1.0, 1.0) + 1.0) * 0.5 * (high - low)
 
     with th.no_grad():
         model.actor.mu.bias.copy_(th.tensor([0.3, -0.6]))
@@ -532,11 +532,13 @@ def test_vec_normalize_dict_obs() -> None:
     normalized = buffer.sample(16, env=env)
     np.random.seed(0)
     raw = buffer.sample(16)
-    assert np.all((raw.observations["vec"] >= 0).numpy()) and np.all((raw.observations["vec"] <= 1).numpy())
-    expected = env.normalize_obs({key: value.numpy() for key, value in raw.observations.items()})
-    np.testing.assert_allclose(normalized.observations["vec"].numpy(), expected["vec"], rtol=1e-5)
-    np.testing.assert_array_equal(normalized.observations["img"].numpy(), raw.observations["img"].numpy())
-    assert not np.allclose(normalized.observations["vec"].numpy(), raw.observations["vec"].numpy())
+    raw_obs = {key: value.cpu().numpy() for key, value in raw.observations.items()}
+    normalized_obs = {key: value.cpu().numpy() for key, value in normalized.observations.items()}
+    assert np.all(raw_obs["vec"] >= 0) and np.all(raw_obs["vec"] <= 1)
+    expected = env.normalize_obs(raw_obs)
+    np.testing.assert_allclose(normalized_obs["vec"], expected["vec"], rtol=1e-5)
+    np.testing.assert_array_equal(normalized_obs["img"], raw_obs["img"])
+    assert not np.allclose(normalized_obs["vec"], raw_obs["vec"])
 
 
 @pytest.mark.parametrize("share_features_extractor", [False, True])
@@ -588,7 +590,7 @@ def test_n_steps_replay_buffer() -> None:
     buffer = model.replay_buffer
     samples = buffer._get_samples(np.arange(buffer.pos))
     assert samples.discounts is not None
-    discounts = samples.discounts.numpy().ravel()
+    discounts = samples.discounts.cpu().numpy().ravel()
     # Pendulum (200-step episodes) has not ended: every transition looks 3 steps ahead, except the last two,
     # cut short by the end of the buffer.
     np.testing.assert_allclose(discounts[:-2], gamma**3, rtol=1e-6)
@@ -597,7 +599,7 @@ def test_n_steps_replay_buffer() -> None:
     np.testing.assert_allclose(
         samples.rewards[0, 0].item(), rewards[0] + gamma * rewards[1] + gamma**2 * rewards[2], rtol=1e-5
     )
-    np.testing.assert_array_equal(samples.next_observations[0].numpy(), buffer.next_observations[2, 0])
+    np.testing.assert_array_equal(samples.next_observations[0].cpu().numpy(), buffer.next_observations[2, 0])
 
 
 def test_n_steps_one_uses_plain_replay_buffer() -> None:
@@ -632,8 +634,8 @@ def test_critic_of_sampled_actions_matches_one_action_per_state(policy_kwargs: d
     monkeypatch.setattr(Critic, "split_first_layer_from", 0 if split else 10**9)
     model = make_model(policy_kwargs=policy_kwargs)
     critic = model.critic
-    obs = th.as_tensor(np.stack([model.observation_space.sample() for _ in range(5)]))
-    actions = th.rand(3, 5, 1, requires_grad=True)
+    obs = th.as_tensor(np.stack([model.observation_space.sample() for _ in range(5)]), device=model.device)
+    actions = th.rand(3, 5, 1, device=model.device, requires_grad=True)
     per_sample = th.stack([critic(obs, actions[n]) for n in range(3)])
     batched = critic(obs, actions)
     assert batched.shape == per_sample.shape == (3, 5, critic.n_critics)
@@ -658,8 +660,8 @@ def test_net_arch(tmp_path: Path, policy_kwargs: dict, actor_shapes: list, criti
     assert linear_shapes(model.critic) == critic_shapes == linear_shapes(model.critic_target)
     assert model.critic.n_critics == n_critics
     obs_tensor, _ = model.policy.obs_to_tensor(model.observation_space.sample())
-    assert model.critic(obs_tensor, th.zeros(1, 1)).shape == (1, n_critics)
-    assert model.critic(obs_tensor, th.zeros(4, 1, 1)).shape == (4, 1, n_critics)
+    assert model.critic(obs_tensor, th.zeros(1, 1, device=model.device)).shape == (1, n_critics)
+    assert model.critic(obs_tensor, th.zeros(4, 1, 1, device=model.device)).shape == (4, 1, n_critics)
     model.learn(80)
     assert model._n_updates == 30
     model.save(tmp_path / "wpo.zip")
@@ -724,11 +726,12 @@ def test_vec_normalize() -> None:
     normalized = buffer.sample(32, env=env)
     np.random.seed(0)
     raw = buffer.sample(32)
-    expected = env.normalize_obs(raw.observations.numpy())
+    raw_obs, normalized_obs = raw.observations.cpu().numpy(), normalized.observations.cpu().numpy()
+    expected = env.normalize_obs(raw_obs)
     assert isinstance(expected, np.ndarray)
-    np.testing.assert_allclose(normalized.observations.numpy(), expected, rtol=1e-5)
-    np.testing.assert_allclose(normalized.rewards.numpy(), env.normalize_reward(raw.rewards.numpy()), rtol=1e-5)
-    assert not np.allclose(normalized.observations.numpy(), raw.observations.numpy())
+    np.testing.assert_allclose(normalized_obs, expected, rtol=1e-5)
+    np.testing.assert_allclose(normalized.rewards.cpu().numpy(), env.normalize_reward(raw.rewards.cpu().numpy()), rtol=1e-5)
+    assert not np.allclose(normalized_obs, raw_obs)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
