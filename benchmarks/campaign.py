@@ -181,6 +181,17 @@ VARIANTS.update(
                 "tanh_actions=True)",
             },
         ),
+        # Stage 18, humanoid-stand: ``-hard-soft`` with the std free (its dual learned, ε_std = 0.01, as ``-ent-hard``)
+        # but bounded (``max_std=1.0`` in u, where tanh(1) ≈ 0.76): the std follows the entropy's weight down without
+        # the runaway to 3-8 that saturated ``-ent-hard``'s actions (notes, stages 10 and 18)
+        "wpo-s1u1-ln2-2q-n1-d2-hard-soft-maxstd1": (
+            "wpo",
+            {
+                **ENTROPY_HARD,
+                "entropy_in_target": True,
+                "policy_kwargs": f"dict({LN2}, n_critics=2, tanh_actions=True, max_std=1.0)",
+            },
+        ),
     }
 )
 COLORS = {  # each variant's color in the figures (campaign_report.py)
@@ -214,6 +225,7 @@ COLORS = {  # each variant's color in the figures (campaign_report.py)
     "wpo-s1u1-ln2-2q-n1-d2-lr1e-3": "indigo",
     "wpo-s1u1-ln2-2q-n1-d2-hard-lr1e-3": "darkcyan",
     "wpo-s1u1-mlp-2q-n1-d2-hard-soft": "chocolate",
+    "wpo-s1u1-ln2-2q-n1-d2-hard-soft-maxstd1": "slategray",
 }
 
 # The issue's order puts humanoid-stand (the paper's claim) first. Round one runs WPO and SAC seed 0 on every task, so

@@ -38,6 +38,7 @@ POLICY_RULES: dict[str, Rule] = {
     # σ² enters the loss: it must be a finite float32
     "init_std": real(0.0, MAX_STD, low_open=True),
     "min_std": real(0.0, MAX_STD),
+    "max_std": optional(real(0.0, MAX_STD, low_open=True)),
     "features_extractor_class": subclass_of(BaseFeaturesExtractor),
     "features_extractor_kwargs": optional(instance_of(dict, "a dict or None")),
     "normalize_images": boolean(),
@@ -46,6 +47,15 @@ POLICY_RULES: dict[str, Rule] = {
     "n_critics": integer(1),
     "share_features_extractor": boolean(),
 }
+
+
+def check_std_bounds(init_std: float, min_std: float, max_std: float | None) -> None:
+    """With a ``max_std``, the initial std must lie strictly inside (min_std, max_std)."""
+    if max_std is not None and not min_std < init_std < max_std:
+        raise ValueError(
+            f"policy_kwargs: max_std must be above init_std, and init_std above min_std; got min_std={min_std}, "
+            f"init_std={init_std}, max_std={max_std}"
+        )
 
 
 def make_mlp(input_dim: int, net_arch: list[int], activation_fn: type[nn.Module], layer_norm: bool) -> nn.Sequential:
@@ -65,10 +75,14 @@ class Actor(BasePolicy):
     """Diagonal Gaussian N(μ, σ) over u, with actions in SB3's normalized action space [-1, 1]^D made by ``to_action``.
 
     std = softplus(head) · init_std / softplus(0) + min_std, with a near-zero head initialization so that the
-    initial std is ``init_std`` in every state (as in the reference). The losses use the Gaussian over u.
+    initial std is ``init_std`` in every state (as in the reference). With ``max_std``, a smooth bound instead:
+    std = min_std + (max_std − min_std) · sigmoid(head + b), b such that the initial std is ``init_std``. The losses
+    use the Gaussian over u.
 
     :param init_std: initial standard deviation of the policy, in normalized action units.
     :param min_std: floor added to the standard deviation.
+    :param max_std: upper bound of the standard deviation (None: unbounded, as in the reference); SAC bounds its
+        log-std for the same reason, a std that an entropy bonus can otherwise grow until tanh saturates.
     :param layer_norm: use the reference's LayerNorm MLP.
     :param tanh_actions: actions are tanh(u), as SAC's; False (the reference) clips u to the bounds, where the
         critic's action-gradient reaching u is 0, so a mean beyond a bound gets no gradient back from it.
@@ -87,11 +101,11 @@ class Actor(BasePolicy):
         min_std: float = 1e-6,
         tanh_actions: bool = False,
         normalize_images: bool = True,
+        max_std: float | None = None,
     ):
-        check_all(
-            POLICY_RULES,
-            dict(net_arch=net_arch, init_std=init_std, min_std=min_std, layer_norm=layer_norm, tanh_actions=tanh_actions),
-        )
+        stds = dict(init_std=init_std, min_std=min_std, max_std=max_std)
+        check_all(POLICY_RULES, dict(net_arch=net_arch, layer_norm=layer_norm, tanh_actions=tanh_actions, **stds))
+        check_std_bounds(init_std, min_std, max_std)
         super().__init__(
             observation_space,
             action_space,
@@ -105,6 +119,10 @@ class Actor(BasePolicy):
         self.layer_norm = layer_norm
         self.init_std = init_std
         self.min_std = min_std
+        self.max_std = max_std
+        if max_std is not None:  # sigmoid(b) puts init_std at the same place between min_std and max_std
+            fraction = (init_std - min_std) / (max_std - min_std)
+            self.std_offset = math.log(fraction / (1.0 - fraction))
         self.tanh_actions = tanh_actions
         action_dim = get_action_dim(self.action_space)
         self.latent_pi = make_mlp(features_dim, net_arch, activation_fn, layer_norm)
@@ -126,6 +144,7 @@ class Actor(BasePolicy):
                 layer_norm=self.layer_norm,
                 init_std=self.init_std,
                 min_std=self.min_std,
+                max_std=self.max_std,
                 tanh_actions=self.tanh_actions,
                 features_extractor=self.features_extractor,
             )
@@ -136,7 +155,11 @@ class Actor(BasePolicy):
         """Mean and standard deviation of the policy, each [B, D]."""
         features = self.extract_features(obs, self.features_extractor)
         latent_pi = self.latent_pi(features)
-        std = F.softplus(self.std(latent_pi)) * (self.init_std / SOFTPLUS_ZERO) + self.min_std
+        head = self.std(latent_pi)
+        if self.max_std is None:
+            std = F.softplus(head) * (self.init_std / SOFTPLUS_ZERO) + self.min_std
+        else:
+            std = self.min_std + (self.max_std - self.min_std) * th.sigmoid(head + self.std_offset)
         return self.mu(latent_pi), std
 
     def to_action(self, u: th.Tensor) -> th.Tensor:
@@ -226,6 +249,7 @@ class WPOPolicy(BasePolicy):
         SB3's plain MLP.
     :param init_std: initial policy standard deviation (normalized action units).
     :param min_std: floor of the policy standard deviation.
+    :param max_std: smooth upper bound of the policy standard deviation (None: unbounded, the reference).
     :param tanh_actions: actions are tanh(u) for u ~ N(μ, σ), as SAC's, and the WPO update of the Gaussian takes
         ∇u Q = ∇a Q · (1 − tanh²u); False (the reference) clips u to the action bounds.
     :param n_critics: number of Q-networks (2, as SAC's; the reference has 1); the critic's target takes their minimum,
@@ -257,6 +281,7 @@ class WPOPolicy(BasePolicy):
         optimizer_kwargs: dict[str, Any] | None = None,
         n_critics: int = 2,
         share_features_extractor: bool = False,
+        max_std: float | None = None,
     ):
         arguments = dict(
             net_arch=net_arch,
@@ -264,6 +289,7 @@ class WPOPolicy(BasePolicy):
             layer_norm=layer_norm,
             init_std=init_std,
             min_std=min_std,
+            max_std=max_std,
             tanh_actions=tanh_actions,
             features_extractor_class=features_extractor_class,
             features_extractor_kwargs=features_extractor_kwargs,
@@ -274,6 +300,7 @@ class WPOPolicy(BasePolicy):
             share_features_extractor=share_features_extractor,
         )
         check_all(POLICY_RULES, arguments)
+        check_std_bounds(init_std, min_std, max_std)
         super().__init__(
             observation_space,
             action_space,
@@ -292,6 +319,7 @@ class WPOPolicy(BasePolicy):
         self.layer_norm = layer_norm
         self.init_std = init_std
         self.min_std = min_std
+        self.max_std = max_std
         self.tanh_actions = tanh_actions
         self.n_critics = n_critics
         self.share_features_extractor = share_features_extractor
@@ -307,6 +335,7 @@ class WPOPolicy(BasePolicy):
             "net_arch": actor_arch,
             "init_std": init_std,
             "min_std": min_std,
+            "max_std": max_std,
             "tanh_actions": tanh_actions,
         }
         self.critic_kwargs = {
@@ -354,6 +383,7 @@ class WPOPolicy(BasePolicy):
                 layer_norm=self.layer_norm,
                 init_std=self.init_std,
                 min_std=self.min_std,
+                max_std=self.max_std,
                 tanh_actions=self.tanh_actions,
                 n_critics=self.n_critics,
                 lr_schedule=self._dummy_schedule,

@@ -35,7 +35,7 @@ def test_the_velocity_is_minus_the_gradient_of_the_actions_log_density(tanh_acti
         th.testing.assert_close(log_prob, squashed.log_prob(th.tanh(samples)).sum(dim=-1))
 
 
-def make_model(**kwargs: Any) -> WPO:
+def make_model(policy_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> WPO:
     # No KL penalty (α ≈ 1e-8), so that only ∇a Q and the entropy move the policy; 8 samples at learning rate 1e-3
     # (the sizes these tests were made with: the std's growth in 50 steps scales with the learning rate)
     arguments: dict[str, Any] = dict(
@@ -49,7 +49,8 @@ def make_model(**kwargs: Any) -> WPO:
         device="cpu",
     )
     arguments.update(kwargs)
-    return WPO("MlpPolicy", ENV_ID, policy_kwargs=dict(net_arch=[32, 32], tanh_actions=True), **arguments)
+    policy_kwargs = dict(net_arch=[32, 32], tanh_actions=True, **(policy_kwargs or {}))
+    return WPO("MlpPolicy", ENV_ID, policy_kwargs=policy_kwargs, **arguments)
 
 
 def actor_steps(model: WPO, steps: int) -> None:
@@ -68,11 +69,15 @@ def actor_steps(model: WPO, steps: int) -> None:
         model.actor.optimizer.step()
 
 
-def mean_std(model: WPO) -> float:
+def policy_stds(model: WPO) -> th.Tensor:
     model.observation_space.seed(1)
     obs = th.as_tensor(np.stack([model.observation_space.sample() for _ in range(64)]), dtype=th.float32)
     with th.no_grad():
-        return float(model.actor.distribution_params(obs)[1].mean())
+        return model.actor.distribution_params(obs)[1]
+
+
+def mean_std(model: WPO) -> float:
+    return float(policy_stds(model).mean())
 
 
 def test_the_entropy_spreads_the_policy_where_the_critic_is_flat():
@@ -82,6 +87,18 @@ def test_the_entropy_spreads_the_policy_where_the_critic_is_flat():
     actor_steps(with_entropy, 50)
     assert mean_std(without) == pytest.approx(initial, rel=1e-3)  # nothing moves it
     assert mean_std(with_entropy) > 1.3 * initial  # 0.5 to about 0.77 in 50 steps
+
+
+def test_max_std_bounds_the_std_the_entropy_spreads():
+    """``max_std`` (SAC bounds its log-std too): the policy starts at init_std as without it, and the entropy's push
+    takes the std towards the bound but not past it, where the unbounded std grows on."""
+    bounded, unbounded = make_model(ent_coef=0.1, policy_kwargs=dict(max_std=0.6)), make_model(ent_coef=0.1)
+    assert mean_std(bounded) == pytest.approx(0.5, rel=1e-2) and mean_std(unbounded) == pytest.approx(0.5, rel=1e-2)
+    actor_steps(bounded, 200)
+    actor_steps(unbounded, 200)
+    stds = policy_stds(bounded)
+    assert float(stds.max()) <= 0.6 and float(stds.mean()) > 0.55
+    assert mean_std(unbounded) > 0.8
 
 
 @pytest.mark.parametrize("target_entropy, direction", [(5.0, 1), (-5.0, -1)])

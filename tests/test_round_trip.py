@@ -60,7 +60,9 @@ NON_DEFAULTS: dict[str, Any] = dict(
     check_finite=False,
     stats_window_size=10,
     tensorboard_log="tensorboard",  # under tmp_path in the test
-    policy_kwargs=dict(net_arch=[16], n_critics=3, layer_norm=True, init_std=0.3, activation_fn=nn.Tanh, tanh_actions=True),
+    policy_kwargs=dict(
+        net_arch=[16], n_critics=3, layer_norm=True, init_std=0.3, max_std=2.0, activation_fn=nn.Tanh, tanh_actions=True
+    ),
     verbose=2,
     seed=3,
 )

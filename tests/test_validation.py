@@ -147,6 +147,9 @@ BAD_POLICY_ARGUMENTS = [
     ("init_std", dict(init_std=1e30), ValueError),  # σ² overflows float32
     ("min_std", dict(min_std=-1e-3), ValueError),
     ("min_std", dict(min_std="tiny"), TypeError),
+    ("max_std", dict(max_std=0.0), ValueError),
+    ("max_std", dict(max_std=0.4), ValueError),  # not above init_std (0.5)
+    ("max_std", dict(max_std="big"), TypeError),
     ("n_critics", dict(n_critics=0), ValueError),
     ("n_critics", dict(n_critics=1.5), TypeError),
     ("activation_fn", dict(activation_fn="relu"), TypeError),
@@ -284,6 +287,7 @@ GOOD_EDGE_CASES = [
     dict(optimize_memory_usage=True, replay_buffer_kwargs=dict(handle_timeout_termination=False)),
     dict(policy_kwargs=dict(net_arch=dict(pi=[8], qf=[8, 8]), min_std=0.0, n_critics=2, layer_norm=True)),
     dict(policy_kwargs=dict(net_arch=[], init_std=1e-3)),
+    dict(policy_kwargs=dict(init_std=0.5, max_std=0.5001, min_std=0.0)),
     dict(policy="MultiInputPolicy", env=CountingEnv(DICT_OBS)),
     dict(env=CountingEnv(action_space=spaces.Box(-1.0, 1.0, (2, 2), np.float64))),
 ]
