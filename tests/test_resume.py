@@ -4,6 +4,8 @@ optimizers and timestep count are those that were saved, and training goes on fr
 import copy
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -119,19 +121,27 @@ def test_ctrl_c_then_save_in_process(tmp_path: Path):
     assert resumed.num_timesteps == 100
 
 
+# The killed run: a fresh interpreter (a forked pytest worker that has used CUDA cannot use it, nor always train)
+KILLED_RUN = """
+import sys
+from stable_baselines3.common.callbacks import CheckpointCallback
+from sb3_wpo import WPO
+from test_resume import ENV_ID, TINY
+
+model = WPO("MlpPolicy", ENV_ID, seed=2, **TINY)
+model.learn(100_000, callback=CheckpointCallback(save_freq=20, save_path=sys.argv[1], save_replay_buffer=True))
+"""
+
+
 def test_resume_after_sigkill(tmp_path: Path):
-    pid = os.fork()
-    if pid == 0:  # the child trains with checkpoints until it is killed; it never returns to pytest
-        try:
-            model = WPO("MlpPolicy", ENV_ID, seed=2, device="cpu", **TINY)  # a forked child cannot use CUDA
-            model.learn(100_000, callback=CheckpointCallback(save_freq=20, save_path=str(tmp_path), save_replay_buffer=True))
-        finally:
-            os._exit(0)
-    deadline = time.monotonic() + 30
+    path = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(tmp_path)], env=dict(os.environ, PYTHONPATH=path))
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(tmp_path.glob("rl_model_replay_buffer_*_steps.pkl"))) < 3:
+        assert child.poll() is None, f"the run ended before it was killed (exit code {child.returncode})"
         time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
 
     model_path, buffer_path, _ = find_latest_checkpoint(tmp_path)
     steps = int(model_path.stem.split("_")[-2])
