@@ -14,8 +14,8 @@ from stable_baselines3.common.monitor import Monitor
 
 from sb3_wpo import WPO, DivergenceError
 from sb3_wpo.losses import wpo_loss
-from test_divergence import TINY, ToyEnv, all_parameters_finite, record_states_before_train, training_state
-from test_losses import CASES, GOLDEN, case_inputs, case_settings
+from test_divergence import TINY, ToyEnv, all_parameters_finite, check_rolled_back, record_states_before_train
+from test_losses import CASES, GOLDEN, case_inputs, case_settings, relative_error
 
 pytestmark = pytest.mark.skipif(not th.cuda.is_available(), reason="torch sees no CUDA device")
 CUDA = th.device("cuda")
@@ -26,11 +26,6 @@ def on_cuda(value: th.Tensor) -> th.Tensor:
     return value.detach().to(CUDA).requires_grad_(value.requires_grad)
 
 
-def max_relative_error(actual: th.Tensor, expected: np.ndarray) -> float:
-    scale = max(float(np.max(np.abs(expected))), 1e-12)
-    return float(np.max(np.abs(actual.detach().cpu().double().numpy() - expected))) / scale
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_loss_matches_reference_in_float64(case: str):
     inputs: dict[str, Any] = {name: on_cuda(value) for name, value in case_inputs(case, th.float64).items()}
@@ -38,9 +33,9 @@ def test_loss_matches_reference_in_float64(case: str):
     wrt = ["online_mean", "online_std", "log_alpha_mean", "log_alpha_std"]
     grads = th.autograd.grad(loss, [inputs[name] for name in wrt])
     assert loss.device.type == "cuda" and stats["policy_loss"].device.type == "cuda"
-    assert max_relative_error(loss, GOLDEN[f"{case}/loss"]) <= 1e-9
+    assert relative_error(loss, GOLDEN[f"{case}/loss"]) <= 1e-9
     for name, grad in zip(wrt, grads, strict=True):
-        assert max_relative_error(grad, GOLDEN[f"{case}/grad_{name}"]) <= 1e-9, name
+        assert relative_error(grad, GOLDEN[f"{case}/grad_{name}"]) <= 1e-9, name
 
 
 # One update path per setting; SGD, whose step is linear in the gradient (Adam's first step is its sign, which rounding
@@ -130,8 +125,4 @@ def test_divergence_guard_rolls_back_on_cuda():
     states = record_states_before_train(model)
     with pytest.raises(DivergenceError, match="non-finite rewards of the replay batch") as raised:
         model.learn(300)
-    assert all_parameters_finite(model)
-    restored = training_state(model)
-    for name, value in states[-1]["policy"].items():
-        assert th.equal(restored["policy"][name], value), name
-    assert model._n_updates == raised.value.restored_update == states[-1]["n_updates"]
+    check_rolled_back(model, states, raised.value)

@@ -20,7 +20,7 @@ TOLERANCE = {th.float64: 1e-9, th.float32: 1e-4}
 
 def relative_error(actual: th.Tensor, expected: np.ndarray) -> float:
     """Max-norm relative error; exact zeros in the reference must be matched to the tolerance in absolute terms."""
-    actual_np = actual.detach().double().numpy()
+    actual_np = actual.detach().cpu().double().numpy()
     scale = max(float(np.max(np.abs(expected))), 1.0 if not np.any(expected) else 0.0)
     return float(np.max(np.abs(actual_np - expected))) / scale
 

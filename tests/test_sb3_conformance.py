@@ -35,6 +35,7 @@ from torch import nn
 
 from sb3_wpo import WPO, CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_wpo.policies import Critic, WPOPolicy
+from helpers import assert_same
 
 ENV_ID = "Pendulum-v1"
 SHORT_EPISODES = dict(max_episode_steps=50)  # Pendulum with 50-step episodes, for the episode-driven tests
@@ -80,25 +81,6 @@ class AsymmetricBoxEnv(gym.Env):
         self.current_step += 1
         self.state = self.np_random.uniform(-1, 1, size=4).astype(np.float32)
         return self.state, reward, False, self.current_step >= self.ep_length, {}
-
-
-def assert_nested_equal(actual: Any, expected: Any, path: str = "") -> None:
-    """Exact equality of nested dicts/lists of tensors, arrays and scalars (state dicts, optimizer states)."""
-    if isinstance(expected, dict):
-        assert isinstance(actual, dict) and actual.keys() == expected.keys(), path
-        for key in expected:
-            assert_nested_equal(actual[key], expected[key], f"{path}/{key}")
-    elif isinstance(expected, (list, tuple)):
-        assert isinstance(actual, (list, tuple)) and len(actual) == len(expected), path
-        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
-            assert_nested_equal(a, e, f"{path}/{i}")
-    elif isinstance(expected, th.Tensor):
-        assert isinstance(actual, th.Tensor), path
-        assert th.equal(actual.cpu(), expected.cpu()), path  # values: a model loaded on a GPU keeps Adam's step there
-    elif isinstance(expected, np.ndarray):
-        np.testing.assert_array_equal(actual, expected, err_msg=path)
-    else:
-        assert actual == expected, path
 
 
 def params_equal(first: nn.Module, second: nn.Module) -> bool:
@@ -216,7 +198,7 @@ def test_save_load_keeps_full_training_state(tmp_path: Path, setup: str) -> None
     loaded = WPO.load(tmp_path / "wpo.zip", env=make_vec_env(env_id, n_envs=1, seed=0))
     loaded.load_replay_buffer(tmp_path / "replay_buffer.pkl")
 
-    assert_nested_equal(full_training_state(loaded), state)
+    assert_same(full_training_state(loaded), state)
     assert loaded.replay_buffer is not None and model.replay_buffer is not None
     assert loaded.replay_buffer.pos == model.replay_buffer.pos == steps
     np.testing.assert_array_equal(loaded.replay_buffer.observations, model.replay_buffer.observations)
@@ -233,7 +215,7 @@ def test_save_load_keeps_full_training_state(tmp_path: Path, setup: str) -> None
         reseed(continued, 1)
         continued.learn(more_steps)
     assert loaded._n_updates == model._n_updates == steps + more_steps - 2 * learning_starts
-    assert_nested_equal(full_training_state(loaded), full_training_state(model))
+    assert_same(full_training_state(loaded), full_training_state(model))
     # ... and training did move everything it should.
     assert any(not th.equal(v, state["policy"][k]) for k, v in loaded.policy.state_dict().items() if "target" in k)
     if dual_learning_rate > 0:
@@ -251,7 +233,7 @@ def test_save_load_policy(tmp_path: Path) -> None:
     policy = WPOPolicy.load(tmp_path / "policy.pkl")  # type: ignore[arg-type]
     assert type(policy) is type(model.policy)
     assert policy.n_critics == 2 and policy.layer_norm
-    assert_nested_equal(policy.state_dict(), model.policy.state_dict())
+    assert_same(policy.state_dict(), model.policy.state_dict())
     np.testing.assert_array_equal(policy.predict(observations, deterministic=True)[0], expected_actions)
     assert not policy.actor_target.training and not policy.critic_target.training
 
@@ -276,9 +258,9 @@ def test_get_set_parameters(tmp_path: Path) -> None:
     random_policy = {k: th.randn(v.shape, generator=generator) for k, v in params["policy"].items()}
     only_policy: Any = {"policy": random_policy}
     model.set_parameters(only_policy, exact_match=False)
-    assert_nested_equal(model.get_parameters()["policy"], random_policy)
-    assert_nested_equal(model.actor_target.state_dict(), {k[len("actor_target.") :]: v for k, v in random_policy.items()
-                                                          if k.startswith("actor_target.")})  # fmt: skip
+    assert_same(model.get_parameters()["policy"], random_policy)
+    assert_same(model.actor_target.state_dict(), {k[len("actor_target.") :]: v for k, v in random_policy.items()
+                                                  if k.startswith("actor_target.")})  # fmt: skip
     assert not np.array_equal(model.predict(observations, deterministic=True)[0], original_actions)
 
     with pytest.raises(ValueError):
@@ -286,7 +268,7 @@ def test_get_set_parameters(tmp_path: Path) -> None:
 
     model.set_parameters(params, exact_match=True)
     np.testing.assert_array_equal(model.predict(observations, deterministic=True)[0], original_actions)
-    assert_nested_equal(model.get_parameters(), params)
+    assert_same(model.get_parameters(), params)
 
     # From a saved file too.
     model.save(tmp_path / "wpo.zip")
@@ -613,7 +595,7 @@ def test_same_seed_same_result() -> None:
         return model.get_parameters()
 
     first, second, other_seed = train(3), train(3), train(4)
-    assert_nested_equal(first, second)
+    assert_same(first, second)
     assert any(not th.equal(v, other_seed["policy"][k]) for k, v in first["policy"].items())
 
 
@@ -697,7 +679,7 @@ def test_optimizer_class_and_kwargs(tmp_path: Path) -> None:
     loaded = WPO.load(tmp_path / "wpo.zip")
     assert isinstance(loaded.actor.optimizer, th.optim.AdamW)
     assert loaded.critic.optimizer.param_groups[0]["weight_decay"] == 0.05
-    assert_nested_equal(loaded.actor.optimizer.state_dict(), model.actor.optimizer.state_dict())
+    assert_same(loaded.actor.optimizer.state_dict(), model.actor.optimizer.state_dict())
 
 
 def test_learning_rate_schedule() -> None:
